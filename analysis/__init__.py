@@ -1,0 +1,1 @@
+"""From Inspect logs to the persona taxonomy, statistics, figures and report."""

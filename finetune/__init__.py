@@ -1,0 +1,1 @@
+"""LoRA fine-tuning, proxy models and the vLLM serving launcher."""

@@ -1,0 +1,1 @@
+"""Inspect tasks, one file per experiment."""
