@@ -1,0 +1,150 @@
+"""`em-persona run`: experiment files, the plan, and one end-to-end run on the tiny proxy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from em_persona.cli import main
+from em_persona.experiment import ExperimentError, load_experiment
+from em_persona.paths import REPO_ROOT
+from em_persona.pipeline import harm_logs_by_model, plan, write_models_file
+
+
+def _write(tmp_path: Path, doc: dict | str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+BASE = {
+    "name": "t",
+    "base_model": {"name": "tiny", "path": "proxy:tiny"},
+    "grader": "vllm/tiny",
+    "tasks": [{"task": "harmfulness", "args": {"dataset": "mini"}}],
+}
+
+
+def test_shipped_experiments_parse() -> None:
+    for f in sorted((REPO_ROOT / "experiments").glob("*.yaml")):
+        exp = load_experiment(f)
+        assert exp.tasks and exp.model_names[0] == f"vllm/{exp.base_name}"
+    demo = load_experiment(REPO_ROOT / "experiments" / "demo.yaml")
+    assert demo.proxy and len(demo.adapters) == 2
+    assert {t.task for t in demo.tasks} >= {"harmfulness", "self_assessment", "two_ai_identification",
+                                             "output_recognition", "score_prediction", "moral_foundations"}
+
+
+def test_unknown_task_names_file_and_line(tmp_path: Path) -> None:
+    text = yaml.safe_dump({**BASE, "tasks": [{"task": "harmfulness"}, {"task": "nonsense"}]}, sort_keys=False)
+    path = _write(tmp_path, text)
+    with pytest.raises(ExperimentError) as err:
+        load_experiment(path)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if "nonsense" in l)
+    assert f"{path}:{line}" in str(err.value) and "nonsense" in str(err.value)
+
+
+def test_missing_field_and_bad_yaml(tmp_path: Path) -> None:
+    doc = {k: v for k, v in BASE.items() if k != "grader"}
+    with pytest.raises(ExperimentError, match="missing required field 'grader'"):
+        load_experiment(_write(tmp_path, doc))
+    with pytest.raises(ExperimentError, match=r"exp.yaml:\d+: invalid YAML"):
+        load_experiment(_write(tmp_path, "name: [unclosed\n"))
+
+
+def test_followup_tasks_need_harmfulness(tmp_path: Path) -> None:
+    doc = {**BASE, "tasks": [{"task": "output_recognition"}]}
+    with pytest.raises(ExperimentError, match="need the harmfulness task"):
+        load_experiment(_write(tmp_path, doc))
+
+
+def test_missing_finetune_config(tmp_path: Path) -> None:
+    doc = {**BASE, "adapters": [{"name": "a", "config": "finetune/configs/nope.yaml"}]}
+    with pytest.raises(ExperimentError, match="no finetune config"):
+        load_experiment(_write(tmp_path, doc))
+
+
+def test_plan_counts_generations_and_judge_calls(tmp_path: Path) -> None:
+    doc = {
+        **BASE,
+        "adapters": [{"name": "tiny-a", "domain": "insecure_code", "config": "finetune/configs/tiny-insecure-code.yaml"}],
+        "tasks": [
+            {"task": "harmfulness", "args": {"dataset": "mini", "epochs": 3}},
+            {"task": "output_recognition"},
+        ],
+    }
+    exp = load_experiment(_write(tmp_path, doc))
+    from tasks.harmfulness import harmfulness
+
+    n = len(harmfulness(dataset="mini").dataset)
+    harm, recog = plan(exp)
+    assert (harm.models, harm.samples, harm.epochs) == (2, n, 3)
+    assert harm.generations == 2 * n * 3 and harm.judge_calls == 2 * n * 3
+    # recognition: a foil generation and the choice per harmfulness sample, plus the foil's judge call
+    assert recog.samples == n and recog.generations == 2 * n * 2 and recog.judge_calls == 2 * n
+
+
+def test_models_file_marks_proxies(tmp_path: Path) -> None:
+    doc = {**BASE, "proxy": True, "note": "proxy run", "log_dir": str(tmp_path / "logs"),
+           "adapters": [{"name": "tiny-a", "domain": "insecure_code", "config": "finetune/configs/tiny-insecure-code.yaml"}]}
+    exp = load_experiment(_write(tmp_path, doc))
+    data = yaml.safe_load(write_models_file(exp).read_text())
+    assert data["proxy"] is True and data["note"] == "proxy run"
+    assert data["models"]["vllm/tiny-a"] == {"base_model": "tiny", "domain": "insecure_code", "proxy": True}
+    assert data["models"]["vllm/tiny"]["domain"] == "base"
+
+
+def test_cli_dry_run_prints_plan(tmp_path: Path) -> None:
+    exp = _write(tmp_path, BASE)
+    result = CliRunner().invoke(main, ["run", str(exp), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "harmfulness" in result.output and "generations" in result.output and "total" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_tiny_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
+    """Fine-tune, serve, run every task, report; a second run reuses every finished piece."""
+    doc = {
+        "name": "tiny-e2e",
+        "proxy": True,
+        "note": "tiny random proxy",
+        "base_model": {"name": "tiny", "path": "proxy:tiny"},
+        "adapters": [{"name": "tiny-insecure", "domain": "insecure_code",
+                      "config": "finetune/configs/tiny-insecure-code.yaml",
+                      "overrides": {"data.rows": 4, "train.max_steps": 2}}],
+        "grader": "vllm/tiny",
+        "data": ["insecure_code", "mfq30", "personas"],
+        "serve": {"max_model_len": 2048},
+        "eval": {"max_connections": 16, "limit": 4},
+        "adapters_dir": str(tmp_path / "adapters"),
+        "log_dir": str(tmp_path / "logs"),
+        "report_dir": str(tmp_path / "report"),
+        "tasks": [
+            {"task": "harmfulness", "args": {"dataset": "mini", "epochs": 2, "max_tokens": 12}},
+            {"task": "self_assessment", "args": {"samples_per_variant": 1, "max_tokens": 8}},
+            {"task": "two_ai_identification", "args": {"dataset": "project", "epochs": 2, "max_tokens": 6}},
+            {"task": "moral_foundations", "args": {"personas": 1, "samples": 2, "max_tokens": 4}},
+            {"task": "output_recognition", "args": {"max_tokens": 6, "foil_max_tokens": 12}},
+            {"task": "score_prediction", "args": {"condition": "shown", "max_tokens": 6}},
+        ],
+    }
+    path = _write(tmp_path, doc)
+    result = CliRunner().invoke(main, ["run", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "report" / "report.html"
+    assert report.exists() and "tiny random proxy" in report.read_text()
+    harm = harm_logs_by_model(tmp_path / "logs" / "main")
+    assert set(harm) == {"vllm/tiny", "vllm/tiny-insecure"}
+    logs_before = sorted(p.name for p in (tmp_path / "logs").rglob("*.eval"))
+    assert len(logs_before) == 2 * 4 + 2 * 2  # 4 independent + 2 follow-up tasks, 2 models each
+    adapter = tmp_path / "adapters" / "tiny-insecure-code"
+    stamp = (adapter / "manifest.json").stat().st_mtime
+    # resume: nothing is retrained or re-evaluated
+    result = CliRunner().invoke(main, ["run", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (adapter / "manifest.json").stat().st_mtime == stamp
+    assert sorted(p.name for p in (tmp_path / "logs").rglob("*.eval")) == logs_before
