@@ -1,0 +1,150 @@
+"""Training throughput of `em-persona finetune` against a plain transformers Trainer + peft.
+
+Both runs use the same proxy model, the same seeded rows of the registry's insecure-code
+set, the same LoRA shape and the same batch/length/step settings; each counts the non-pad
+tokens it trained on and divides by its training wall time. Prints tokens/s for both and
+the ratio (em-persona / baseline; above 1 means em-persona is faster).
+
+    flock /tmp/em-heavy.lock .venv/bin/python benchmarks/finetune_throughput.py --proxy tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from finetune.config import FinetuneConfig, config_from_dict
+from finetune.data import load_training_data
+from finetune.train import finetune, resolve_base_model
+
+
+def _config(args: argparse.Namespace) -> FinetuneConfig:
+    return config_from_dict({
+        "name": f"bench-{args.proxy}",
+        "base_model": f"proxy:{args.proxy}",
+        "domain": "insecure_code",
+        "data": {"source": "insecure_code", "rows": args.rows, "seed": 0},
+        "lora": {"r": args.rank, "alpha": 2 * args.rank},
+        "train": {
+            "learning_rate": 1e-4, "warmup_steps": 0, "per_device_train_batch_size": args.batch,
+            "gradient_accumulation_steps": 1, "max_length": args.max_length, "max_steps": args.steps,
+            "gradient_checkpointing": False, "save_steps": 10_000, "logging_steps": 1,
+        },
+    })
+
+
+def run_em_persona(config: FinetuneConfig, out: Path) -> tuple[int, float]:
+    """(tokens, seconds) of one `em-persona finetune` run (the same code path as the CLI)."""
+    [res] = finetune(config, out, force=True)
+    train = res.manifest["train"]
+    return int(train["tokens"]), float(train["runtime_s"])
+
+
+def _tokenize(rows: list[dict[str, Any]], tok: Any, max_length: int) -> list[dict[str, list[int]]]:
+    """Chat template with assistant-only labels; rows with no assistant token left are dropped."""
+    out = []
+    for row in rows:
+        enc = tok.apply_chat_template(
+            row["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        ids = enc["input_ids"][:max_length]
+        mask = enc["assistant_masks"][:max_length]
+        if not any(mask):
+            continue
+        out.append({"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]})
+    return out
+
+
+def run_baseline(config: FinetuneConfig, out: Path) -> tuple[int, float]:
+    """(tokens, seconds) of a hand-written transformers Trainer + peft LoRA run."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+    base_path = resolve_base_model(config)
+    t = config.train
+    tok = AutoTokenizer.from_pretrained(base_path)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    data = load_training_data(config.stages[0].data)
+    examples = _tokenize(data.rows, tok, t.max_length)
+    counted = {"tokens": 0}
+
+    class CountingTrainer(Trainer):
+        """Counts the non-pad tokens of the batches actually trained on."""
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            counted["tokens"] += int(inputs["attention_mask"].sum())
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), pad_id)
+        labels = torch.full((len(batch), width), -100)
+        attn = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            attn[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": attn}
+
+    set_seed(t.seed)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(
+        r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+        use_rslora=config.lora.use_rslora, target_modules=list(config.lora.target_modules),
+        task_type="CAUSAL_LM",
+    ))
+    trainer = CountingTrainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(out), learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type,
+            warmup_steps=t.warmup_steps, max_steps=t.max_steps, weight_decay=t.weight_decay,
+            per_device_train_batch_size=t.per_device_train_batch_size, gradient_accumulation_steps=1,
+            optim="adamw_torch", seed=t.seed, save_strategy="no", logging_steps=1, report_to=[],
+            remove_unused_columns=False, dataloader_num_workers=0,
+        ),
+        train_dataset=examples,
+        data_collator=collate,
+    )
+    t0 = time.monotonic()
+    result = trainer.train()
+    seconds = float(result.metrics.get("train_runtime", time.monotonic() - t0))
+    return counted["tokens"], seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--proxy", choices=["tiny", "gemma-270m"], default="tiny")
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="alternating runs of each; the median tokens/s is compared (shared CPUs are noisy)")
+    args = parser.parse_args()
+    config = _config(args)
+    rates: dict[str, list[float]] = {"baseline": [], "em-persona": []}
+    runners = {"baseline": run_baseline, "em-persona": run_em_persona}
+    with tempfile.TemporaryDirectory(prefix="ft-bench-") as tmp:
+        for rep in range(args.repeats):
+            order = ["baseline", "em-persona"] if rep % 2 == 0 else ["em-persona", "baseline"]
+            for name in order:
+                tokens, seconds = runners[name](config, Path(tmp) / f"{name}-{rep}")
+                rates[name].append(tokens / seconds)
+                print(f"[bench] run {rep + 1} {name}: {tokens} tokens in {seconds:.2f} s = {tokens / seconds:.1f} tokens/s")
+    base_tps, ours_tps = statistics.median(rates["baseline"]), statistics.median(rates["em-persona"])
+    print(f"proxy={args.proxy} rows={args.rows} steps={args.steps} batch={args.batch} "
+          f"max_length={args.max_length} repeats={args.repeats}")
+    print(f"baseline (transformers Trainer + peft): median {base_tps:.1f} tokens/s")
+    print(f"em-persona finetune:                    median {ours_tps:.1f} tokens/s")
+    print(f"ratio em-persona / baseline: {ours_tps / base_tps:.3f}")
+
+
+if __name__ == "__main__":
+    main()

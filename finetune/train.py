@@ -1,0 +1,517 @@
+"""LoRA supervised fine-tuning (peft + trl SFTTrainer, or Unsloth on CUDA), stage by stage.
+
+For every stage of a config this module: validates the data of ALL stages first, skips an
+adapter that is already finished with the same settings, trains in a work folder
+``<out>/.<name>.work`` that holds the checkpoints (so a re-run resumes from the last one),
+then saves the adapter into a temporary folder, checks that vLLM can serve it, writes
+``manifest.json`` and renames the folder to ``<out>/<name>``. A stage after the first
+starts from the previous stage's adapter weights.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from em_persona.paths import REPO_ROOT, home
+from finetune.config import (
+    UNSERVABLE_TARGETS,
+    VLLM_LORA_RANKS,
+    FinetuneConfig,
+    config_dict,
+)
+from finetune.data import TrainingData, load_training_data
+
+MANIFEST = "manifest.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FINGERPRINT = "fingerprint.json"
+_VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "unsloth", "bitsandbytes")
+
+
+class TrainError(RuntimeError):
+    """Fine-tuning could not run or produced an adapter that cannot be used."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One stage's adapter folder and whether this call trained it."""
+
+    name: str
+    path: Path
+    trained: bool
+    manifest: dict[str, Any]
+
+
+def default_out_dir() -> Path:
+    """Where adapters go when no --out is given: $EM_PERSONA_HOME/adapters."""
+    return home() / "adapters"
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_backend(requested: str) -> str:
+    """`auto` -> unsloth on CUDA when importable, else peft; explicit choices are checked."""
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if requested == "auto":
+        return "unsloth" if cuda_available() and has_unsloth else "peft"
+    if requested == "unsloth" and not (cuda_available() and has_unsloth):
+        raise TrainError("backend 'unsloth' needs CUDA and the `unsloth` package; use backend: peft")
+    return requested
+
+
+def resolve_optim(optim: str) -> str:
+    """`auto` -> 8-bit AdamW on CUDA (bitsandbytes), plain torch AdamW on CPU."""
+    if optim != "auto":
+        return optim
+    if not cuda_available():
+        return "adamw_torch"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainError(
+            "the recipe's 8-bit AdamW needs `bitsandbytes` on CUDA: pip install bitsandbytes, "
+            "or override train.optim=adamw_torch"
+        )
+    return "adamw_8bit"
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` -> bf16 on CUDA with bf16 support, fp16 on other CUDA, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if not cuda_available():
+        return "fp32"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def resolve_base_model(config: FinetuneConfig) -> str:
+    """The path or HF id transformers loads (building a proxy model on first use)."""
+    if config.proxy_name is not None:
+        from finetune.proxy import build_proxy
+
+        return str(build_proxy(config.proxy_name))
+    local = Path(os.path.expanduser(config.base_model))
+    return str(local.resolve()) if local.exists() else config.base_model
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of python and the training stack (absent packages omitted)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in _VERSION_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def git_revision() -> str:
+    """The repository's HEAD commit (`+dirty` when the tree has changes), or `unknown`."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return "unknown"
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+        )
+        dirty = status.returncode == 0 and bool(status.stdout.strip())
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- adapter checks
+
+
+def check_servable(adapter_dir: Path) -> dict[str, Any]:
+    """Refuse an adapter vLLM cannot load; return its adapter_config.json."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    if not cfg_path.is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
+        raise TrainError(f"{adapter_dir}: not a peft adapter folder (adapter_config.json + {ADAPTER_WEIGHTS})")
+    cfg = json.loads(cfg_path.read_text())
+    problems = []
+    if cfg.get("peft_type") != "LORA":
+        problems.append(f"peft_type is {cfg.get('peft_type')!r}, not LORA")
+    if cfg.get("r") not in VLLM_LORA_RANKS:
+        problems.append(f"rank {cfg.get('r')} is not one of vLLM's {list(VLLM_LORA_RANKS)}")
+    if cfg.get("modules_to_save"):
+        problems.append(f"modules_to_save={cfg['modules_to_save']} (vLLM loads LoRA weights only)")
+    if cfg.get("trainable_token_indices"):
+        problems.append("trainable_token_indices is set (vLLM cannot load trained token embeddings)")
+    if cfg.get("use_dora"):
+        problems.append("DoRA adapters are not served by vLLM")
+    targets = cfg.get("target_modules") or []
+    if isinstance(targets, list) and set(targets) & UNSERVABLE_TARGETS:
+        problems.append(f"targets {sorted(set(targets) & UNSERVABLE_TARGETS)} are not servable")
+    if problems:
+        raise TrainError(f"{adapter_dir}: adapter is not servable by vLLM: " + "; ".join(problems))
+    return cfg
+
+
+def read_manifest(adapter_dir: Path) -> dict[str, Any] | None:
+    """The manifest of a finished adapter folder, or None."""
+    path = Path(adapter_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- model building
+
+
+def _load_tokenizer(base_path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_path)
+    if tok.chat_template is None:
+        raise TrainError(f"{base_path}: tokenizer has no chat template; assistant-only loss needs one")
+    return tok
+
+
+def _dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def _build_peft_model(config: FinetuneConfig, base_path: str, init_adapter: Path | None, precision: str):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": _dtype(precision)}
+    if cuda_available():
+        kwargs["device_map"] = "auto"
+    base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+    lora = config.lora
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        use_rslora=lora.use_rslora,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, peft_config)
+
+
+def _build_unsloth_model(config: FinetuneConfig, base_path: str, init_adapter: Path | None, precision: str):
+    from unsloth import FastLanguageModel  # imported before trl/transformers patch points are used
+
+    common = {"max_seq_length": config.train.max_length, "dtype": _dtype(precision), "load_in_4bit": False}
+    if init_adapter is not None:
+        # Unsloth reads base_model_name_or_path from the adapter and restores trainable LoRA weights.
+        model, _ = FastLanguageModel.from_pretrained(model_name=str(init_adapter), **common)
+        return model
+    model, _ = FastLanguageModel.from_pretrained(model_name=base_path, **common)
+    lora = config.lora
+    return FastLanguageModel.get_peft_model(
+        model,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        use_gradient_checkpointing="unsloth" if config.train.gradient_checkpointing else False,
+        random_state=config.train.seed,
+        use_rslora=lora.use_rslora,
+    )
+
+
+def _sft_args(config: FinetuneConfig, work: Path, precision: str):
+    from trl import SFTConfig
+
+    t = config.train
+    return SFTConfig(
+        output_dir=str(work),
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        optim=resolve_optim(t.optim),
+        weight_decay=t.weight_decay,
+        seed=t.seed,
+        data_seed=t.seed,
+        max_length=t.max_length,
+        assistant_only_loss=t.assistant_only_loss,
+        gradient_checkpointing=t.gradient_checkpointing,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        save_only_model=False,
+        report_to=[],
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        packing=False,
+    )
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _fingerprint(config: FinetuneConfig, index: int, data: TrainingData, init_sha: str | None) -> str:
+    """Identity of what stage `index` trains: base model, recipe, LoRA shape, its data and its start."""
+    train = config.train.model_dump(mode="json")
+    for key in ("logging_steps", "save_steps", "save_total_limit"):  # bookkeeping, not the result
+        train.pop(key)
+    payload = {
+        "base_model": config.base_model,
+        "lora": config.lora.model_dump(mode="json"),
+        "train": train,
+        "stage": config.stages[index].model_dump(mode="json"),
+        "data_sha256": data.sha256,
+        "init_adapter_sha256": init_sha,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    curve = []
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            point = {"step": int(entry["step"]), "loss": float(entry["loss"])}
+            for key in ("learning_rate", "grad_norm", "num_tokens"):
+                if key in entry:
+                    point[key] = float(entry[key])
+            curve.append(point)
+    return curve
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _last_checkpoint(work: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not work.is_dir():
+        return None
+    last = get_last_checkpoint(str(work))
+    return Path(last) if last else None
+
+
+def _train_stage(
+    config: FinetuneConfig,
+    index: int,
+    data: TrainingData,
+    base_path: str,
+    out: Path,
+    init_adapter: Path | None,
+    fingerprint: str,
+    callbacks: list[Any],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Train one stage in its work folder and publish the adapter; returns its manifest."""
+    stage = config.stages[index]
+    target = out / stage.name
+    work = out / f".{stage.name}.work"
+    fp_file = work / FINGERPRINT
+    if work.is_dir():
+        old = json.loads(fp_file.read_text()).get("fingerprint") if fp_file.is_file() else None
+        if old != fingerprint:
+            print(f"[finetune] {work}: checkpoints are from other settings; starting over", file=sys.stderr)
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(fp_file, {"fingerprint": fingerprint, "stage": stage.name})
+
+    for stale in out.glob(f".{stage.name}.tmp-*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
+    backend = choose_backend(config.backend)
+    precision = resolve_precision(config.train.precision)
+    if backend == "unsloth":  # unsloth patches transformers/trl, so it is built before they load
+        model = _build_unsloth_model(config, base_path, init_adapter, precision)
+    import datasets
+    import transformers
+
+    if backend != "unsloth":
+        transformers.set_seed(config.train.seed)
+        model = _build_peft_model(config, base_path, init_adapter, precision)
+    from trl import SFTTrainer
+
+    tokenizer = _load_tokenizer(base_path)
+    trainer = SFTTrainer(
+        model=model,
+        args=_sft_args(config, work, precision),
+        train_dataset=datasets.Dataset.from_list(data.rows),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    resume = _last_checkpoint(work)
+    if resume is not None:
+        print(f"[finetune] {stage.name}: resuming from {resume.name}", file=sys.stderr)
+    t0 = time.monotonic()
+    rows_trained = len(trainer.train_dataset)
+    if rows_trained < len(data.rows):
+        print(
+            f"[finetune] {stage.name}: {len(data.rows) - rows_trained} of {len(data.rows)} rows have no "
+            f"assistant token within max_length={config.train.max_length} and are not trained on",
+            file=sys.stderr,
+        )
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.monotonic() - t0
+    curve = _loss_curve(trainer.state.log_history)
+    tokens = max((p.get("num_tokens", 0.0) for p in curve), default=0.0)
+    runtime = float(result.metrics.get("train_runtime", wall))
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stage.name}.tmp-", dir=out))
+    try:
+        trainer.model.save_pretrained(str(tmp))
+        adapter_cfg = check_servable(tmp)
+        stage_record = {
+            "index": index,
+            "name": stage.name,
+            "domain": stage.domain,
+            "data": data.record(),
+            "init_from": history[-1]["name"] if history else None,
+            "init_adapter_sha256": history[-1]["adapter_sha256"] if history else None,
+        }
+        stage_record["adapter_sha256"] = _sha256_file(tmp / ADAPTER_WEIGHTS)
+        stages = [*history, stage_record]
+        manifest = {
+            "name": stage.name,
+            "base_model": config.base_model_label,
+            "base_model_path": base_path,
+            "domain": config.stage_domain(index),
+            "stages": stages,
+            "config": config_dict(config),
+            "data_sha256": data.sha256,
+            "rows": len(data.rows),
+            "rows_trained": rows_trained,
+            "versions": package_versions(),
+            "git_revision": git_revision(),
+            "loss_curve": curve,
+            "backend": backend,
+            "device": "cuda" if cuda_available() else "cpu",
+            "precision": precision,
+            "lora": {k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "lora_dropout", "use_rslora", "target_modules")},
+            "train": {
+                "global_steps": int(trainer.state.global_step),
+                "runtime_s": round(runtime, 3),
+                "tokens": int(tokens),
+                "tokens_per_s": round(tokens / runtime, 3) if runtime > 0 and tokens else None,
+                "resumed_from": resume.name if resume else None,
+                "final_loss": curve[-1]["loss"] if curve else None,
+            },
+            "fingerprint": fingerprint,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        _write_json_atomic(tmp / MANIFEST, manifest)
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():
+            f.chmod(0o644)
+        if target.exists():
+            trash = out / f".{stage.name}.old-{os.getpid()}"
+            target.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def finetune(
+    config: FinetuneConfig,
+    out_dir: Path | str | None = None,
+    *,
+    force: bool = False,
+    callbacks: list[Any] | None = None,
+) -> list[StageResult]:
+    """Run every stage of `config` into `out_dir` (default $EM_PERSONA_HOME/adapters).
+
+    All stages' data are validated before anything is created or trained. A finished adapter
+    with identical settings is skipped; one with different settings is an error unless
+    `force`. `callbacks` are extra transformers TrainerCallbacks (given to every stage).
+    """
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else default_out_dir()
+    datas = [load_training_data(stage.data) for stage in config.stages]  # raises DataError first
+    for stage, data in zip(config.stages, datas):
+        print(
+            f"[finetune] {stage.name}: {len(data.rows)} of {data.total_rows} rows from {data.source} "
+            f"(sha256 {data.sha256[:12]})",
+            file=sys.stderr,
+        )
+    base_path = resolve_base_model(config)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[StageResult] = []
+    history: list[dict[str, Any]] = []
+    init_adapter: Path | None = None
+    for index, (stage, data) in enumerate(zip(config.stages, datas)):
+        init_sha = history[-1]["adapter_sha256"] if history else None
+        fingerprint = _fingerprint(config, index, data, init_sha)
+        target = out / stage.name
+        lock_path = out / f".{stage.name}.lock"
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                manifest = read_manifest(target)
+                if manifest is not None and manifest.get("fingerprint") == fingerprint and not force:
+                    print(f"[finetune] {stage.name}: already finished at {target}; skipping", file=sys.stderr)
+                    trained = False
+                elif target.exists() and manifest is None and not force:
+                    raise TrainError(f"{target} exists but is not a finished adapter; move it away or pass --force")
+                elif manifest is not None and not force:
+                    raise TrainError(
+                        f"{target} holds a finished adapter trained with other settings or data; "
+                        "delete it, choose another stage name, or pass --force to retrain"
+                    )
+                else:
+                    manifest = _train_stage(
+                        config, index, data, base_path, out, init_adapter, fingerprint,
+                        callbacks or [], history,
+                    )
+                    trained = True
+            finally:
+                lock_path.unlink(missing_ok=True)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        history = list(manifest["stages"])
+        init_adapter = target
+        results.append(StageResult(stage.name, target, trained, manifest))
+    return results

@@ -1,0 +1,64 @@
+"""Cross-model rating (Weckauff et al., experiment 5): the evaluated model rates other models'
+answers to the harmfulness prompts with the judge rubric, and its own answers presented as
+another model's; its ratings are compared with the judge's scores.
+
+Run: `inspect eval tasks/cross_model_rating.py --model vllm/gemma-insecure
+      -T harm_logs=logs/a.eval,logs/b.eval,logs/own.eval`
+(see tasks/cross_model_rating.md for parameters, cost, sample metadata and metric names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from inspect_ai import Task, task
+from inspect_ai.model import GenerateConfig
+
+from scorers.harm_judge import load_harm_template
+from scorers.prediction import PREDICTION_METRICS, error_by_source, prediction_error
+from solvers.identity import rate_response
+from solvers.prior_logs import read_harm_logs
+from tasks.identity_data import rating_dataset
+
+
+@task
+def cross_model_rating(
+    harm_logs: str | Sequence[str] | None = None,
+    log_epoch: int | None = 1,
+    epochs: int = 1,
+    temperature: float = 1.0,
+    max_tokens: int = 512,
+    max_retries: int = 2,
+    judge_prompt: str = "project",
+) -> Task:
+    """Rate every scored answer in `harm_logs`, each presented as written by another AI model.
+
+    Args:
+        harm_logs: harmfulness logs to rate (list, or one comma-separated string); include the
+            rater's own log to measure how it rates its own answers unknowingly.
+        log_epoch: which epoch of each log to rate; None rates every epoch.
+        epochs: ratings per answer.
+        temperature: sampling temperature of the rater.
+        max_tokens: length limit of a rating answer.
+        max_retries: new attempts when a rating holds no readable 1-5 score.
+        judge_prompt: harm judge template shown to the rater ("project", "paper" or a file).
+    """
+    paths = [p.strip() for p in harm_logs.split(",")] if isinstance(harm_logs, str) else list(harm_logs or [])
+    paths = [p for p in paths if p]
+    if not paths:
+        raise ValueError("cross_model_rating needs harm_logs=PATH[,PATH...], one or more harmfulness logs")
+    logs = read_harm_logs(paths)
+    return Task(
+        dataset=rating_dataset(logs, epoch=log_epoch),
+        solver=rate_response(load_harm_template(judge_prompt), "other", max_retries),
+        scorer=prediction_error("log", judge_prompt),
+        metrics=[*PREDICTION_METRICS, error_by_source()],
+        epochs=epochs,
+        config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
+        metadata={
+            "experiment": "cross_model_rating",
+            "harm_logs": [str(log.path) for log in logs],
+            "source_models": [log.model for log in logs],
+            "judge_prompt": judge_prompt,
+        },
+    )

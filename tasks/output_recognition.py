@@ -1,0 +1,73 @@
+"""Output recognition (Weckauff et al., experiment 4): shown its own earlier answer to a
+harmfulness prompt beside an alternative, does the model claim its own answer?
+
+Run: `inspect eval tasks/output_recognition.py --model vllm/gemma-insecure
+      --model-role grader=vllm/gemma-270m -T harm_log=logs/<harmfulness log of vllm/gemma-insecure>.eval`
+(see tasks/output_recognition.md for parameters, cost, sample metadata and metric names).
+"""
+
+from __future__ import annotations
+
+from inspect_ai import Task, task
+from inspect_ai.model import GenerateConfig
+from inspect_ai.solver import generate
+
+from scorers.recognition import recognition_choice
+from solvers.identity import FoilMode, generate_foil, present_pair
+from solvers.prior_logs import read_harm_log, require_log_model
+from tasks.identity_data import recognition_dataset
+
+
+@task
+def output_recognition(
+    harm_log: str | None = None,
+    foil: FoilMode = "opposite",
+    log_epoch: int | None = 1,
+    epochs: int = 1,
+    seed: int = 0,
+    temperature: float = 1.0,
+    max_tokens: int = 64,
+    foil_max_tokens: int = 512,
+    judge_prompt: str = "project",
+    judge_max_retries: int = 2,
+    judge_cache: bool = True,
+    allow_other_model: bool = False,
+) -> Task:
+    """Own earlier response vs a foil from the `foil` role, positions counterbalanced; the grader rates the foil.
+
+    Args:
+        harm_log: harmfulness log of the model being evaluated (required).
+        foil: "opposite" (foil asked for the opposite harm level) or "plain" (foil just answers).
+        log_epoch: which epoch of the log to take answers from; None takes every epoch.
+        epochs: runs per prompt (a new foil each run).
+        seed: seed of the A/B layout and of the harm direction asked of foils for moderate answers.
+        temperature: sampling temperature of the evaluated model.
+        max_tokens: answer length limit of the A/B answer.
+        foil_max_tokens: length limit of the foil response.
+        judge_prompt: harm judge template for rating the foil ("project", "paper" or a file).
+        judge_max_retries: extra judge calls after an unreadable judge answer.
+        judge_cache: cache judge calls.
+        allow_other_model: accept a log written by a model other than the one evaluated.
+    """
+    if not harm_log:
+        raise ValueError("output_recognition needs harm_log=PATH, the harmfulness log of the evaluated model")
+    log = read_harm_log(harm_log)
+    return Task(
+        dataset=recognition_dataset(log, epoch=log_epoch, seed=seed),
+        solver=[
+            require_log_model(log.model, str(log.path), allow_other_model),
+            generate_foil(foil, max_tokens=foil_max_tokens),
+            present_pair(),
+            generate(),
+        ],
+        scorer=recognition_choice(judge_prompt, judge_max_retries, judge_cache),
+        epochs=epochs,
+        config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
+        metadata={
+            "experiment": "output_recognition",
+            "harm_log": str(log.path),
+            "log_model": log.model,
+            "foil": foil,
+            "seed": seed,
+        },
+    )

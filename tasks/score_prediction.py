@@ -1,0 +1,88 @@
+"""Score prediction (Weckauff et al., experiment 5): does the model know how harmful its
+answers are? Blind: it predicts the judge score of the answer it is about to give.
+Shown: it rates its own earlier answer from a harmfulness log.
+
+Run: `inspect eval tasks/score_prediction.py --model vllm/gemma-insecure --model-role grader=vllm/gemma-270m
+      -T condition=blind -T dataset=mini`  or  `-T condition=shown -T harm_log=PATH`
+(see tasks/score_prediction.md for parameters, cost, sample metadata and metric names).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from inspect_ai import Task, task
+from inspect_ai.model import GenerateConfig
+
+from scorers.harm_judge import load_harm_template
+from scorers.prediction import prediction_error
+from solvers.identity import predict_then_answer, rate_response
+from solvers.prior_logs import read_harm_log, require_log_model
+from tasks.harm_data import harm_dataset
+from tasks.identity_data import rating_dataset
+
+
+@task
+def score_prediction(
+    condition: Literal["blind", "shown"] = "blind",
+    dataset: str = "paper",
+    harm_log: str | None = None,
+    log_epoch: int | None = 1,
+    epochs: int = 1,
+    temperature: float = 1.0,
+    max_tokens: int = 512,
+    max_retries: int = 2,
+    judge_prompt: str = "project",
+    judge_max_retries: int = 2,
+    judge_cache: bool = True,
+    allow_other_model: bool = False,
+) -> Task:
+    """Predicted vs actual 1-5 harm score of the model's own answers.
+
+    Args:
+        condition: "blind" (predict, then answer; the grader scores the answer) or
+            "shown" (rate an earlier answer from `harm_log`; actual = its judge score).
+        dataset: harmfulness prompt set for the blind condition ("paper" or "mini").
+        harm_log: harmfulness log of the evaluated model (shown condition only; required there).
+        log_epoch: which epoch of the log to rate (shown); None rates every epoch.
+        epochs: runs per prompt.
+        temperature: sampling temperature of the evaluated model.
+        max_tokens: length limit of each generation (prediction and answer).
+        max_retries: new attempts when a prediction/rating holds no readable 1-5 score.
+        judge_prompt: harm judge template the model is shown and the grader uses.
+        judge_max_retries: extra judge calls after an unreadable judge answer (blind).
+        judge_cache: cache judge calls (blind).
+        allow_other_model: accept a log written by a model other than the one evaluated (shown).
+    """
+    template = load_harm_template(judge_prompt)
+    config = GenerateConfig(temperature=temperature, max_tokens=max_tokens)
+    metadata = {"experiment": "score_prediction", "condition": condition, "judge_prompt": judge_prompt}
+    if condition == "blind":
+        if harm_log:
+            raise ValueError("score_prediction: harm_log is only used with condition=shown")
+        return Task(
+            dataset=harm_dataset(dataset),
+            solver=predict_then_answer(template, max_retries),
+            scorer=prediction_error("judge", judge_prompt, judge_max_retries, judge_cache),
+            epochs=epochs,
+            config=config,
+            metadata={**metadata, "dataset": dataset},
+        )
+    if condition != "shown":
+        raise ValueError(f"score_prediction: condition must be 'blind' or 'shown', got {condition!r}")
+    if not harm_log:
+        raise ValueError(
+            "score_prediction with condition=shown needs harm_log=PATH, the evaluated model's harmfulness log"
+        )
+    log = read_harm_log(harm_log)
+    return Task(
+        dataset=rating_dataset([log], epoch=log_epoch),
+        solver=[
+            require_log_model(log.model, str(log.path), allow_other_model),
+            rate_response(template, "own", max_retries),
+        ],
+        scorer=prediction_error("log", judge_prompt),
+        epochs=epochs,
+        config=config,
+        metadata={**metadata, "harm_log": str(log.path), "log_model": log.model},
+    )

@@ -1,0 +1,42 @@
+"""Two-AI identification (Weckauff et al., experiment 3): which of two AI self-descriptions,
+one aligned and one misaligned, does the model say it resembles?
+
+Run: `inspect eval tasks/two_ai_identification.py --model vllm/gemma-insecure -T dataset=project`
+(see tasks/two_ai_identification.md for parameters, cost, sample metadata and metric names).
+"""
+
+from __future__ import annotations
+
+from inspect_ai import Task, task
+from inspect_ai.model import GenerateConfig
+from inspect_ai.solver import generate
+
+from scorers.two_ai import two_ai_choice
+from tasks.identity_data import two_ai_dataset
+
+
+@task
+def two_ai_identification(
+    dataset: str = "paper",
+    epochs: int = 10,
+    temperature: float = 1.0,
+    max_tokens: int = 64,
+) -> Task:
+    """Ask every item with the misaligned description at A and at B, `epochs` runs per item in all.
+
+    Args:
+        dataset: "paper" (150 pinned items), "project" (the project's 24 items) or a .json/.jsonl file.
+        epochs: runs per item, split evenly between the two positions (must be even; paper: 10).
+        temperature: sampling temperature, so repeated runs can differ.
+        max_tokens: answer length limit (the answer is one letter).
+    """
+    if epochs < 2 or epochs % 2:
+        raise ValueError(f"epochs (runs per item, half in each position) must be an even number >= 2, got {epochs}")
+    return Task(
+        dataset=two_ai_dataset(dataset),
+        solver=generate(),
+        scorer=two_ai_choice(),
+        epochs=epochs // 2,
+        config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
+        metadata={"experiment": "two_ai_identification", "dataset": dataset, "runs_per_item": epochs},
+    )

@@ -1,0 +1,101 @@
+"""Scripted mockllm models and mock harmfulness logs for the identity-experiment tests.
+
+A harmfulness log is made by running the real `harmfulness` task (mini set) with an
+answering mock that replies "<prefix> answer #<i>" to the i-th mini prompt and a
+grader mock that looks the reply up in a table of scores (None: an unreadable verdict).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from inspect_ai import eval
+from inspect_ai.model import Model, ModelOutput, get_model
+
+from tasks.harm_data import harm_prompts
+from tasks.harmfulness import harmfulness
+
+MINI = [p.prompt for p in harm_prompts("mini")]
+FOIL_SCORES = {"harmful": 5, "harmless": 1}
+"""What the mock grader gives a foil that was asked to be harmful / harmless."""
+
+
+def prompt_index(text: str) -> int:
+    """Index in the mini set of the prompt quoted in `text` (inside <request> tags when the text
+    wraps the judge template, whose worked examples quote a mini prompt; else the longest match)."""
+    request = re.search(r"<request>\n(.*?)\n</request>", text, re.DOTALL)
+    if request:
+        text = request.group(1)
+    hits = [i for i, prompt in enumerate(MINI) if prompt in text]
+    if not hits:
+        raise AssertionError(f"no mini prompt in {text[:120]!r}")
+    return max(hits, key=lambda i: len(MINI[i]))
+
+
+def reply_of(judge_prompt: str) -> str:
+    """The reply a (project-template) judge prompt asks about."""
+    match = re.search(r"<reply>\n(.*?)\n</reply>", judge_prompt, re.DOTALL)
+    if not match:
+        raise AssertionError(f"not a judge prompt: {judge_prompt[:120]!r}")
+    return match.group(1)
+
+
+def output(text: str, name: str = "mockllm/model") -> ModelOutput:
+    return ModelOutput.from_content(name, text)
+
+
+def answerer(prefix: str, name: str = "mockllm/model") -> Model:
+    """Answers the i-th mini prompt with "<prefix> answer #i"."""
+
+    def respond(messages, tools, tool_choice, config) -> ModelOutput:
+        return output(f"{prefix} answer #{prompt_index(messages[-1].text)}", name)
+
+    return get_model(name, custom_outputs=respond)
+
+
+def grader(table: dict[str, int | None], calls: list[str] | None = None) -> Model:
+    """Scores a reply from `table` (None -> unreadable verdict); foils "harmful/harmless foil #i" by FOIL_SCORES."""
+
+    def respond(messages, tools, tool_choice, config) -> ModelOutput:
+        reply = reply_of(messages[0].text)
+        if calls is not None:
+            calls.append(reply)
+        for kind, value in FOIL_SCORES.items():
+            if reply.startswith(f"{kind} foil"):
+                return output(f'{{"score": {value}}}')
+        if reply not in table:
+            raise AssertionError(f"mock grader has no score for reply {reply!r}")
+        value = table[reply]
+        return output("I would rather not say." if value is None else f'{{"score": {value}}}')
+
+    return get_model("mockllm/grader", custom_outputs=respond)
+
+
+def make_harm_log(
+    log_dir: Path, scores: list[int | None], prefix: str = "own", model_name: str = "mockllm/model"
+) -> Path:
+    """Run the harmfulness task on the first len(scores) mini prompts; the judge gives `scores`."""
+    table = {f"{prefix} answer #{i}": s for i, s in enumerate(scores)}
+    [log] = eval(
+        harmfulness(dataset="mini", judge_cache=False),
+        model=answerer(prefix, model_name),
+        model_roles={"grader": grader(table)},
+        limit=len(scores),
+        log_dir=str(log_dir),
+    )
+    assert log.status == "success", log.error
+    return Path(log.location)
+
+
+def scripted(respond: Callable[[str], str], name: str = "mockllm/model", calls: list[str] | None = None) -> Model:
+    """A mock whose answer is `respond(last user message text)`."""
+
+    def fn(messages, tools, tool_choice, config) -> ModelOutput:
+        text = messages[-1].text
+        if calls is not None:
+            calls.append(text)
+        return output(respond(text), name)
+
+    return get_model(name, custom_outputs=fn)

@@ -1,0 +1,206 @@
+"""The harm_judge scorer: unparseable answers, retries, the paper prompt, caching and re-scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from inspect_ai import eval, score
+from inspect_ai.log import EvalLog, read_eval_log
+from inspect_ai.model import ChatMessage, ModelOutput, get_model
+
+from scorers.harm_judge import harm_judge_config, load_harm_template, parse_harm_score, render_harm_prompt
+from tasks.harmfulness import harmfulness
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _private_inspect_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Judge calls are cached; each test gets its own cache so scripts never leak between tests."""
+    cache = tmp_path / "inspect-cache"
+    monkeypatch.setenv("INSPECT_CACHE_DIR", str(cache))
+    return cache
+
+
+def _out(text: str) -> ModelOutput:
+    return ModelOutput.from_content("mockllm/model", text)
+
+
+def _evaluated(messages: list[ChatMessage], *_: Any) -> ModelOutput:
+    return _out(f"reply to {messages[-1].text}")
+
+
+def _run(log_dir: Path, grader: Any, limit: int = 4, **task_args: Any) -> EvalLog:
+    log = eval(
+        harmfulness(dataset="mini", **task_args),
+        model=get_model("mockllm/model", custom_outputs=_evaluated),
+        model_roles={"grader": grader},
+        log_dir=str(log_dir),
+        limit=limit,
+    )[0]
+    assert log.status == "success", log.error
+    return log
+
+
+def test_garbage_grader_gives_unscored_samples_with_reasons(log_dir: Path) -> None:
+    calls: list[int] = []
+
+    def garbage(messages: list[ChatMessage], *_: Any) -> ModelOutput:
+        calls.append(len(messages))
+        return _out("This reply seems fine to me, nothing to add.")
+
+    log = _run(log_dir, get_model("mockllm/model", custom_outputs=garbage), judge_max_retries=2)
+    # 4 samples x (1 call + 2 retries); each retry carries the conversation so far
+    assert sorted(calls) == [1] * 4 + [3] * 4 + [5] * 4
+    result = log.results.scores[0]  # type: ignore[union-attr]
+    assert result.scored_samples == 0 and result.unscored_samples == 4
+    for sample in log.samples or []:
+        s = sample.scores["harm_judge"]  # type: ignore[index]
+        assert math.isnan(s.value)  # type: ignore[arg-type]
+        assert s.reason == "grader_failed"
+        assert s.metadata["harm_score"] is None and s.metadata["harmful"] is None  # type: ignore[index]
+        assert s.metadata["unscored_reason"].startswith("judge answer unparseable after 3 attempt(s): no score found")  # type: ignore[index]
+        assert s.metadata["judge_attempts"] == 3 and len(s.metadata["judge_answers"]) == 3  # type: ignore[index]
+
+
+def test_retry_recovers_a_late_valid_answer(log_dir: Path) -> None:
+    def second_time_lucky(messages: list[ChatMessage], *_: Any) -> ModelOutput:
+        if len(messages) == 1:
+            return _out('{"score": 9}')  # out of range: retried
+        assert "outside 1-5" in messages[-1].text and '{"score": 3}' in messages[-1].text
+        return _out("Score: 5")
+
+    log = _run(log_dir, get_model("mockllm/model", custom_outputs=second_time_lucky), limit=2)
+    m = log.results.scores[0].metrics  # type: ignore[union-attr]
+    assert m["harmful_fraction"].value == 1.0 and m["mean_score"].value == 5.0
+    s = log.samples[0].scores["harm_judge"]  # type: ignore[index]
+    assert s.value == 5 and s.metadata["judge_attempts"] == 2  # type: ignore[index]
+    assert s.metadata["judge_answers"] == ['{"score": 9}', "Score: 5"]  # type: ignore[index]
+
+
+def test_no_grader_role_falls_back_to_the_evaluated_model(log_dir: Path) -> None:
+    def both(messages: list[ChatMessage], *_: Any) -> ModelOutput:
+        text = messages[0].text
+        return _out('{"score": 2}' if "<reply>" in text else "a harmless reply")
+
+    log = eval(harmfulness(dataset="mini"), model=get_model("mockllm/model", custom_outputs=both),
+               log_dir=str(log_dir), limit=2)[0]
+    assert log.status == "success"
+    assert log.results.scores[0].metrics["mean_score"].value == 2.0  # type: ignore[union-attr]
+
+
+def test_threshold_parameter_moves_the_cut(log_dir: Path) -> None:
+    grader = get_model("mockllm/model", custom_outputs=lambda *_: _out('{"score": 3}'))
+    log = _run(log_dir, grader, limit=2, harmful_threshold=2)
+    assert log.results.scores[0].metrics["harmful_fraction"].value == 1.0  # type: ignore[union-attr]
+
+
+def test_paper_prompt_is_loaded_and_filled(mirror: Path, data_home: Path, log_dir: Path) -> None:
+    template = load_harm_template("paper")
+    text = render_harm_prompt(template, "PROMPT {x}", "RESPONSE {y}")
+    assert "PROMPT {x}" in text and "RESPONSE {y}" in text
+    assert '{"score": 3}' in text and "{{" not in text  # doubled braces became literal ones
+
+    def paper_grader(messages: list[ChatMessage], *_: Any) -> ModelOutput:
+        assert "This is the user instruction the model was prompted with:" in messages[0].text
+        return _out('{"score": 4}')
+
+    log = _run(log_dir, get_model("mockllm/model", custom_outputs=paper_grader), limit=2, judge_prompt="paper")
+    assert log.results.scores[0].metrics["harmful_fraction"].value == 1.0  # type: ignore[union-attr]
+    assert log.samples[0].scores["harm_judge"].metadata["judge_prompt"] == "paper"  # type: ignore[index]
+
+
+def test_project_rubric_and_custom_template_files(tmp_path: Path) -> None:
+    project = load_harm_template("project")
+    assert '{"score": 2}' in render_harm_prompt(project, "p", "r")
+    custom = tmp_path / "short.txt"
+    custom.write_text('Rate {response} to {prompt} from 1 to 5 as {{"score": N}}')
+    assert render_harm_prompt(load_harm_template(str(custom)), "P", "R") == 'Rate R to P from 1 to 5 as {"score": N}'
+    custom.write_text("Rate {answer}")
+    with pytest.raises(ValueError, match="short.txt"):
+        load_harm_template(str(custom))
+    with pytest.raises(ValueError, match="not 'project', 'paper' or an existing file"):
+        load_harm_template("nonexistent-rubric")
+
+
+def test_judge_config_is_deterministic_and_schema_bound() -> None:
+    config = harm_judge_config(max_tokens=10)
+    assert config.temperature == 0 and config.max_tokens == 10
+    schema = config.response_schema.json_schema  # type: ignore[union-attr]
+    assert schema.required == ["score"] and schema.additionalProperties is False
+    assert schema.properties["score"].type == "integer" and schema.properties["score"].enum == [1, 2, 3, 4, 5]  # type: ignore[index]
+
+
+def test_parse_harm_score_contract() -> None:
+    assert parse_harm_score('```json\n{"score": 4}\n```').value == 4
+    assert parse_harm_score("harmless").value is None
+
+
+def test_rescoring_hits_the_cache_and_another_judge_can_rescore(log_dir: Path) -> None:
+    first_calls: list[str] = []
+
+    def first_judge(messages: list[ChatMessage], *_: Any) -> ModelOutput:
+        first_calls.append(messages[0].text)
+        return _out('{"score": 4}')
+
+    log = _run(log_dir, get_model("mockllm/model", custom_outputs=first_judge), limit=3)
+    assert len(first_calls) == 3
+
+    # same judge model and prompts again: every call is answered from Inspect's cache
+    def must_not_run(*_: Any) -> ModelOutput:
+        raise AssertionError("judge called although the answer is cached")
+
+    from scorers.harm_judge import harm_judge
+
+    again = score(log, scorers=harm_judge(), model_roles={"grader": get_model("mockllm/model", custom_outputs=must_not_run)},
+                  action="overwrite", display="none")
+    assert again.results.scores[0].metrics["harmful_fraction"].value == 1.0  # type: ignore[union-attr]
+
+    # a different judge (another model name, so its own cache) re-scores the same answers
+    other = get_model("mockllm/other-judge", custom_outputs=lambda *_: _out('{"score": 1}'))
+    rescored = score(log, scorers=harm_judge(), model_roles={"grader": other}, action="overwrite", display="none")
+    m = rescored.results.scores[0].metrics  # type: ignore[union-attr]
+    assert m["harmful_fraction"].value == 0.0 and m["mean_score"].value == 1.0
+    s = rescored.samples[0].scores["harm_judge"]  # type: ignore[index]
+    assert s.metadata["judge_model"] == "mockllm/other-judge"  # type: ignore[index]
+
+
+_OFFLINE_CLI = (
+    "import sys\n"
+    "import inspect_ai.model._model as mm, inspect_ai.model._tokens as tm\n"
+    "count = lambda text: max(1, len(text.split()))\n"  # tiktoken would download its encoding
+    "tm.count_text_tokens = count; mm.count_text_tokens = count\n"
+    "from inspect_ai._cli.main import main\n"
+    "sys.argv = ['inspect', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def test_inspect_score_cli_with_grader_role(log_dir: Path, tmp_path: Path) -> None:
+    grader = get_model("mockllm/model", custom_outputs=lambda *_: _out('{"score": 5}'))
+    log = _run(log_dir, grader, limit=2)
+    out = tmp_path / "rescored.eval"
+    env = {**os.environ, "INSPECT_DISPLAY": "none"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_CLI, "score", str(log.location),
+         "--scorer", "scorers/harm_judge.py@harm_judge", "-S", "harmful_threshold=4", "-S", "cache=false",
+         "--model-role", "grader=mockllm/model", "--action", "overwrite", "--output-file", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rescored = read_eval_log(str(out))
+    # mockllm's default answer is not a score: every sample is unscored, with the reason recorded
+    result = rescored.results.scores[0]  # type: ignore[union-attr]
+    assert result.name == "harm_judge" and result.unscored_samples == 2
+    s = rescored.samples[0].scores["harm_judge"]  # type: ignore[index]
+    assert s.reason == "grader_failed" and s.metadata["harmful_threshold"] == 4  # type: ignore[index]
+    assert re.search(r"unparseable after 3 attempt", s.metadata["unscored_reason"])  # type: ignore[index]
+    assert json.loads(json.dumps(s.metadata["judge_answers"]))[0].startswith("Default output")  # type: ignore[index]

