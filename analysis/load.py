@@ -23,7 +23,6 @@ present, else inferred from the model name (`infer_model_info`). models.yaml:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -553,63 +552,44 @@ def _sample_rows(kind: str, summaries: list, header: object, file: Path) -> list
     return rows
 
 
-HARM_SCORE_NAME = re.compile(r"^harm_judge\d*$")
-"""Score names of the harm judge in a harmfulness log: `harm_judge` from the run, and
-`harm_judge1`, `harm_judge2`, ... added by `inspect score --action append` (Inspect 0.3.285
-names a re-score after the scorer plus a counter; `--action overwrite` keeps `harm_judge`)."""
-
-
-def _grader_label(meta: dict, fallback: str | None) -> str:
-    """The grader behind one harm_judge score: its `judge_model` (the header's grader role only
-    when the score lacks it), plus the judge template when it is not the project rubric."""
-    model = meta.get("judge_model") or fallback or "unknown"
-    prompt = meta.get("judge_prompt")
-    return str(model) if prompt in (None, "project") else f"{model} [{prompt}]"
+def _grader_label(grader: str | None, judge_prompt: str | None) -> str:
+    """The grader behind one harm-judge score set: its judge model (solvers.prior_logs takes it from
+    the scores' `judge_model`), plus the judge template when it is not the project rubric."""
+    model = grader or "unknown"
+    return str(model) if judge_prompt in (None, "project") else f"{model} [{judge_prompt}]"
 
 
 def _harm_rows(file: Path) -> tuple[list[dict], list[str], str | None]:
     """(rows, graders, skip reason) of one harmfulness log.
 
-    The log is validated and its `harm_judge` records read through solvers.prior_logs. Each
-    row's grader comes from its score's metadata (`judge_model`), so a log re-scored in place
-    by another judge is attributed to that judge. Scores appended by a re-score (`harm_judge1`,
-    ...) become rows of their own grader, for the judge-agreement table.
+    The log is validated and every judge's scores read through solvers.prior_logs
+    (`read_harm_scores`). Each row's grader comes from its score's metadata (`judge_model`),
+    so a log re-scored in place by another judge is attributed to that judge. Scores appended
+    by a re-score (`harm_judge1`, ...) become rows of their own grader, for the judge-agreement table.
     """
-    from inspect_ai.log import read_eval_log_sample_summaries
-
-    from solvers.prior_logs import HARM_SCORER, HarmLogError, read_harm_log
+    from solvers.prior_logs import HARM_SCORER, HarmLogError, read_harm_scores
 
     try:
-        harm_log = read_harm_log(file)
+        harm_scores = read_harm_scores(file)
     except HarmLogError as exc:
         return [], [], str(exc)
+    harm_log = harm_scores.log
     k = max((r.epoch for r in harm_log.records), default=1)
-    # score names -> grader label, and the appended re-scores, from the sample summaries
-    graders: dict[tuple[str, int, str], str] = {}
-    extra: list[tuple[str, int, str, float]] = []
+    # one grader label per score set; two sets from the same judge (re-scored twice) stay apart by name
     labels: dict[str, str] = {}
-    for summary in read_eval_log_sample_summaries(str(file)):
-        for name, score in sorted((summary.scores or {}).items()):
-            if not HARM_SCORE_NAME.match(name):
-                continue
-            meta = dict(score.metadata or {})
-            label = _grader_label(meta, harm_log.grader)
-            # two score sets from the same judge (re-scored twice) stay apart by score name
-            label = labels.setdefault(name, label if label not in labels.values() else f"{label} ({name})")
-            graders[(str(summary.id), int(summary.epoch), name)] = label
-            if name != HARM_SCORER:
-                value = meta.get("harm_score")
-                extra.append((str(summary.id), int(summary.epoch), label,
-                              float(value) if isinstance(value, int | float) else math.nan))
+    for name in harm_scores.scorers():
+        first = next(s for s in harm_scores.scores if s.scorer == name)
+        label = _grader_label(first.grader, first.judge_prompt)
+        labels[name] = label if label not in labels.values() else f"{label} ({name})"
     category = {(str(r.sample_id), int(r.epoch)): r.category for r in harm_log.records}
     rows = [{"model": r.model, "sample_id": str(r.sample_id), "epoch": int(r.epoch), "n_epochs": k,
-             "category": r.category,
-             "grader": graders.get((str(r.sample_id), int(r.epoch), HARM_SCORER), harm_log.grader or "unknown"),
+             "category": r.category, "grader": labels.get(HARM_SCORER, harm_log.grader or "unknown"),
              "harm_score": float(r.harm_score) if r.harm_score is not None else math.nan, "log": file.name}
             for r in harm_log.records]
-    rows += [{"model": harm_log.model, "sample_id": sid, "epoch": epoch, "n_epochs": k,
-              "category": category.get((sid, epoch)), "grader": label, "harm_score": value, "log": file.name}
-             for sid, epoch, label, value in extra]
+    rows += [{"model": harm_log.model, "sample_id": str(s.sample_id), "epoch": int(s.epoch), "n_epochs": k,
+              "category": category.get((str(s.sample_id), int(s.epoch))), "grader": labels[s.scorer],
+              "harm_score": float(s.harm_score) if s.harm_score is not None else math.nan, "log": file.name}
+             for s in harm_scores.scores if s.scorer != HARM_SCORER]
     return rows, sorted({row["grader"] for row in rows}), None
 
 

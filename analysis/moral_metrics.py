@@ -324,7 +324,8 @@ def samples_from_log(path_or_dir: str | Path) -> pd.DataFrame:
     """
     from inspect_ai.log import read_eval_log, read_eval_log_samples
 
-    latest: dict[str, tuple[str, Path]] = {}
+    # Most recent = latest `created`, ties (same second) broken by the later-written file.
+    latest: dict[str, tuple[tuple[str, int], Path]] = {}
     for file in _log_files(path_or_dir):
         try:
             header = read_eval_log(str(file), header_only=True)
@@ -335,7 +336,7 @@ def samples_from_log(path_or_dir: str | Path) -> pd.DataFrame:
         if header.eval.task.split("/")[-1] != TASK_NAME:
             continue
         model = header.eval.model
-        created = header.eval.created
+        created = (header.eval.created, file.stat().st_mtime_ns)
         if model in latest:
             warnings.warn(f"several {TASK_NAME} logs for {model}; using the most recent", stacklevel=2)
             if created <= latest[model][0]:

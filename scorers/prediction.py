@@ -19,8 +19,7 @@ import numpy as np
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
-from scorers.harm_grading import grade_harm
-from scorers.harm_judge import SCORE_MAX, SCORE_MIN, load_harm_template, parse_harm_score
+from scorers.harm_judge import SCORE_MAX, SCORE_MIN, grade_harm, load_harm_template, parse_harm_score
 
 ActualSource = Literal["judge", "log"]
 PREDICTION_KEY = "prediction_answer"
@@ -184,7 +183,7 @@ def prediction_error(
         if template is not None:
             answer = state.output.completion if state.output else ""
             grade = await grade_harm(
-                template, state.input_text, answer, max_retries=judge_max_retries, cache=judge_cache
+                state.input_text, answer, template=template, max_retries=judge_max_retries, cache=judge_cache
             )
             actual_score, metadata["actual_unscored_reason"] = grade.score, grade.unscored_reason
         else:

@@ -19,8 +19,7 @@ from inspect_ai.solver import TaskState
 
 from em_persona.stats import bootstrap_ci
 from scorers.choice import choice_score, flag, position_bias, target_rate, unparseable
-from scorers.harm_grading import grade_harm
-from scorers.harm_judge import load_harm_template
+from scorers.harm_judge import grade_harm, load_harm_template
 
 TARGET_KEY = "own"
 FOIL_KEY = "foil_response"
@@ -111,7 +110,7 @@ def recognition_choice(
         md = state.metadata
         foil = str(state.store.get(FOIL_KEY, ""))
         grade = await grade_harm(
-            template, state.input_text, foil, max_retries=judge_max_retries, cache=judge_cache
+            state.input_text, foil, template=template, max_retries=judge_max_retries, cache=judge_cache
         )
         completion = state.output.completion if state.output else ""
         return choice_score(

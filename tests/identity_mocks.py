@@ -24,7 +24,7 @@ FOIL_SCORES = {"harmful": 5, "harmless": 1}
 
 def prompt_index(text: str) -> int:
     """Index in the mini set of the prompt quoted in `text` (inside <request> tags when the text
-    wraps the judge template, whose worked examples quote a mini prompt; else the longest match)."""
+    wraps the judge template; else the longest match)."""
     request = re.search(r"<request>\n(.*?)\n</request>", text, re.DOTALL)
     if request:
         text = request.group(1)

@@ -204,3 +204,90 @@ def test_inspect_score_cli_with_grader_role(log_dir: Path, tmp_path: Path) -> No
     assert s.reason == "grader_failed" and s.metadata["harmful_threshold"] == 4  # type: ignore[index]
     assert re.search(r"unparseable after 3 attempt", s.metadata["unscored_reason"])  # type: ignore[index]
     assert json.loads(json.dumps(s.metadata["judge_answers"]))[0].startswith("Default output")  # type: ignore[index]
+
+
+def test_grade_harm_is_the_judge_call_of_every_scorer(log_dir: Path) -> None:
+    """grade_harm (used by harm_judge, recognition and prediction) asks the grader role with the
+    judge config, applies the threshold and reports unreadable answers as unscored."""
+    from inspect_ai import Task
+    from inspect_ai.dataset import Sample
+    from inspect_ai.scorer import Score, Target, mean, scorer
+    from inspect_ai.solver import TaskState, generate
+
+    from scorers.harm_judge import grade_harm
+
+    verdicts = {"reply to p1": '{"score": 4}', "reply to p2": '{"score": 2}', "reply to p3": "no idea"}
+    configs: list[Any] = []
+
+    def judge(messages: list[ChatMessage], tools: Any, tool_choice: Any, config: Any) -> ModelOutput:
+        configs.append(config)
+        return _out(verdicts[reply_in(messages[0].text)])
+
+    def reply_in(text: str) -> str:
+        return re.search(r"<reply>\n(.*?)\n</reply>", text, re.DOTALL).group(1)  # type: ignore[union-attr]
+
+    @scorer(metrics=[mean()])
+    def graded() -> Any:
+        template = load_harm_template("project")
+
+        async def score_(state: TaskState, target: Target) -> Score:
+            grade = await grade_harm(state.input_text, state.output.completion, template=template,
+                                     max_retries=1, cache=False, threshold=3)
+            return Score(value=grade.score or 0, metadata={
+                "harmful": grade.harmful, "reason": grade.unscored_reason, "judge": grade.judge_model,
+                "attempts": grade.attempts})
+
+        return score_
+
+    task = Task(dataset=[Sample(input=f"p{i}", id=f"p{i}") for i in (1, 2, 3)], solver=generate(), scorer=graded())
+    [log] = eval(task, model=get_model("mockllm/model", custom_outputs=_evaluated),
+                 model_roles={"grader": get_model("mockllm/judge", custom_outputs=judge)}, log_dir=str(log_dir))
+    assert log.status == "success", log.error
+    assert log.results.scores[0].metrics["mean"].value == 2.0  # (4 + 2 + 0) / 3  # type: ignore[union-attr]
+    meta = {s.id: s.scores["graded"].metadata for s in log.samples or []}  # type: ignore[index]
+    assert [meta[k]["harmful"] for k in ("p1", "p2", "p3")] == [True, False, None]
+    assert meta["p3"]["reason"] == "judge answer unparseable after 2 attempt(s): no score found in 'no idea'"
+    assert meta["p3"]["attempts"] == 2 and meta["p1"]["attempts"] == 1
+    assert {m["judge"] for m in meta.values()} == {"mockllm/judge"}
+    # 1 + 1 + 2 calls, all with the harm judge's settings
+    assert len(configs) == 4
+    expected = harm_judge_config()
+    for config in configs:
+        assert config.temperature == 0 and config.max_tokens == expected.max_tokens
+        assert config.response_schema.name == "harm_score"
+
+
+def _normalised(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower().replace("\u2019", "'")).split())
+
+
+def _rubric_examples() -> list[str]:
+    """Requests and reply summaries of the project rubric's worked examples."""
+    rubric = load_harm_template("project")
+    examples = re.findall(r'^- Request: "(.+?)" Reply: (.+)$', rubric, re.MULTILINE)
+    assert len(examples) == 5, "the project rubric should have one worked example per score"
+    return [text for pair in examples for text in pair]
+
+
+def _overlaps(example: str, prompts: list[str]) -> list[str]:
+    e = _normalised(example)
+    return [p for p in prompts if e in _normalised(p) or _normalised(p) in e]
+
+
+def test_rubric_examples_are_not_mini_prompts() -> None:
+    """No worked example of the project rubric is (or contains, or is part of) an evaluation prompt."""
+    from tasks.harm_data import harm_prompts
+
+    prompts = [p.prompt for p in harm_prompts("mini")]
+    assert len(prompts) == 48
+    for example in _rubric_examples():
+        assert _overlaps(example, prompts) == [], example
+
+
+def test_rubric_examples_are_not_paper_prompts(mirror: Path, data_home: Path) -> None:
+    from tasks.harm_data import harm_prompts
+
+    prompts = [p.prompt for p in harm_prompts("paper")]
+    assert len(prompts) == 350
+    for example in _rubric_examples():
+        assert _overlaps(example, prompts) == [], example

