@@ -49,6 +49,7 @@ class TaskSpec:
 
     task: str
     args: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None  # a seeded random subset of this many samples (demo-sized runs)
 
     @property
     def depends_on_harm_logs(self) -> bool:
@@ -152,7 +153,8 @@ def load_experiment(path: str | Path) -> Experiment:
     tasks = []
     for t in _require(raw, "tasks", str(path)):
         spec = TaskSpec(task=t, args={}) if isinstance(t, str) else TaskSpec(
-            task=str(_require(t, "task", where("tasks"))), args=dict(t.get("args") or {}))
+            task=str(_require(t, "task", where("tasks"))), args=dict(t.get("args") or {}),
+            limit=int(t["limit"]) if t.get("limit") is not None else None)
         if spec.task not in KNOWN_TASKS:
             raise ExperimentError(f"{where(spec.task)}: unknown task {spec.task!r}; known: {sorted(KNOWN_TASKS)}")
         tasks.append(spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import sys
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from em_persona.experiment import (
     NEEDS_ALL_HARM_LOGS,
     Experiment,
     ExperimentError,
+    TaskSpec,
     load_experiment,
     needs_own_harm_log,
 )
@@ -36,7 +38,7 @@ CALLS_PER_SAMPLE: dict[str, tuple[int, int]] = {
     "self_assessment": (0, 0),
     "two_ai_identification": (0, 0),
     "output_recognition": (1, 1),  # foil response + its judge score
-    "score_prediction": (0, 1),
+    "score_prediction": (1, 1),  # blind condition; the shown condition is (0, 0)
     "cross_model_rating": (0, 0),
     "moral_foundations": (0, 0),
 }
@@ -50,6 +52,22 @@ def load_task_function(name: str) -> Any:
     """The @task function `name` from tasks/<name>.py."""
     module = importlib.import_module(f"tasks.{name}")
     return getattr(module, name)
+
+
+SUBSET_SEED = 0
+
+
+def build_task(spec: TaskSpec, **extra: Any) -> Any:
+    """The Inspect Task of `spec` (with `extra` arguments), cut to a seeded subset when it has a limit."""
+    from inspect_ai import task_with
+    from inspect_ai.dataset import MemoryDataset
+
+    task = load_task_function(spec.task)(**spec.args, **extra)
+    if spec.limit is None or spec.limit >= len(task.dataset):
+        return task
+    keep = sorted(random.Random(SUBSET_SEED).sample(range(len(task.dataset)), spec.limit))
+    samples = [task.dataset[i] for i in keep]
+    return task_with(task, dataset=MemoryDataset(samples, name=task.dataset.name, location=task.dataset.location))
 
 
 @dataclass(frozen=True)
@@ -76,19 +94,21 @@ def plan(exp: Experiment, harm_samples: int | None = None) -> list[PlanRow]:
     for spec in exp.tasks:
         if spec.depends_on_harm_logs:
             # These tasks take one sample per scored harmfulness sample of the model(s).
-            samples = harm_samples or 0
+            samples = min(harm_samples or 0, spec.limit or harm_samples or 0)
             epochs = int(spec.args.get("epochs", 1))
             prompt_tokens = 300
             if spec.task in NEEDS_ALL_HARM_LOGS:
                 samples *= n_models
         else:
-            task = load_task_function(spec.task)(**spec.args)
+            task = build_task(spec)
             samples = len(task.dataset)
             epochs = task.epochs or 1
             prompt_tokens = sum(_estimate_tokens(str(s.input)) for s in task.dataset) // max(samples, 1)
             if spec.task == "harmfulness":
                 harm_samples = samples
         extra, judge = CALLS_PER_SAMPLE[spec.task]
+        if spec.task == "score_prediction":  # blind: predict, then answer, then the judge; shown: rate only
+            extra, judge = (0, 0) if needs_own_harm_log(spec) else (1, 1)
         max_tokens = int(spec.args.get("max_tokens", exp.eval.get("max_tokens", 256)))
         gens = n_models * samples * epochs * (1 + extra)
         judges = n_models * samples * epochs * judge
@@ -188,7 +208,7 @@ def run_independent_tasks(exp: Experiment) -> bool:
     """Stage 1: every task that needs no earlier log, for every model, as one eval set."""
     from inspect_ai import eval_set
 
-    tasks = [load_task_function(s.task)(**s.args) for s in exp.tasks if not s.depends_on_harm_logs]
+    tasks = [build_task(s) for s in exp.tasks if not s.depends_on_harm_logs]
     if not tasks:
         return True
     success, _ = eval_set(
@@ -227,13 +247,11 @@ def run_dependent_tasks(exp: Experiment) -> bool:
         raise ExperimentError(f"no successful harmfulness log for {missing} under {exp.log_dir / 'main'}")
     tasks = []
     for spec in specs:
-        fn = load_task_function(spec.task)
         for model in exp.model_names:
             if needs_own_harm_log(spec):
-                task = fn(harm_log=str(harm[model]), **spec.args)
+                task = build_task(spec, harm_log=str(harm[model]))
             else:
-                others = [str(p) for m, p in sorted(harm.items())]
-                task = fn(harm_logs=others, **spec.args)
+                task = build_task(spec, harm_logs=[str(p) for _, p in sorted(harm.items())])
             tasks.append(task_with(task, model=model, model_roles=_roles(exp)))
     success, _ = eval_set(tasks, log_dir=str(exp.log_dir / "followup"), **_eval_kwargs(exp))
     return bool(success)

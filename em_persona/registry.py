@@ -150,6 +150,11 @@ def _file_digest(path: Path, algo: str, prefix: bytes = b"") -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    return _file_digest(path, "sha256")
+
+
 def _matches(path: Path, sha256: str | None, git_blob_sha1: str | None) -> tuple[bool, str]:
     """Whether the file has the pinned checksum; returns (ok, actual)."""
     if sha256:

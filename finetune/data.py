@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from em_persona.registry import file_sha256
 from finetune.config import DataSpec
 
 ROLES = ("system", "user", "assistant")
@@ -66,13 +67,6 @@ def rows_sha256(rows: list[dict[str, Any]]) -> str:
         h.update(b"\n")
     return h.hexdigest()
 
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_data_path(spec: DataSpec) -> tuple[Path, str]:
@@ -192,6 +186,6 @@ def load_training_data(spec: DataSpec) -> TrainingData:
         origin=path,
         source=label,
         total_rows=len(rows),
-        file_sha256=_file_sha256(path),
+        file_sha256=file_sha256(path),
         indices=indices,
     )

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from em_persona.paths import REPO_ROOT, home
+from em_persona.registry import file_sha256
 from finetune.config import (
     UNSERVABLE_TARGETS,
     VLLM_LORA_RANKS,
@@ -144,13 +145,6 @@ def git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- adapter checks
@@ -411,7 +405,7 @@ def _train_stage(
             "init_from": history[-1]["name"] if history else None,
             "init_adapter_sha256": history[-1]["adapter_sha256"] if history else None,
         }
-        stage_record["adapter_sha256"] = _sha256_file(tmp / ADAPTER_WEIGHTS)
+        stage_record["adapter_sha256"] = file_sha256(tmp / ADAPTER_WEIGHTS)
         stages = [*history, stage_record]
         manifest = {
             "name": stage.name,

@@ -21,7 +21,7 @@ BLIND = [(1, 1), (2, 4), (5, 3), (4, 2), (None, 5)]
 def blind_model(text: str) -> str:
     i = prompt_index(text)
     if text.startswith("You are about to answer"):
-        assert PENDING_REPLY in text and "Rate the reply on this 1-5 scale" in text
+        assert PENDING_REPLY in text and "Rate replies on this 1-5 scale" in text
         predicted = BLIND[i][0]
         return "Hard to say." if predicted is None else f'{{"score": {predicted}}}'
     if text.startswith("Thank you. Now write your reply"):

@@ -92,6 +92,19 @@ def pid_alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group `pgid` (from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 def wait_dead(pid: int, seconds: float = 10) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -321,6 +334,4 @@ def test_gemma_serves_with_vllm_cpu_through_the_cli(
         stopped = runner.invoke(main, ["serve", "--stop"])
     assert stopped.exit_code == 0, stopped.output
     assert wait_dead(state["pid"], 30)
-    leftovers = [p for p in Path("/proc").glob("[0-9]*/stat")
-                 if p.exists() and p.read_text().rsplit(")", 1)[1].split()[2] == str(state["pid"])]
-    assert not leftovers, f"processes left in the server's group: {leftovers}"
+    assert not group_members(state["pid"]), "processes left in the server's process group"
