@@ -176,7 +176,7 @@ def finetune_adapters(exp: Experiment) -> dict[str, Path]:
 
 
 @contextmanager
-def serving(exp: Experiment, base: Path, adapters: dict[str, Path]) -> Iterator[None]:
+def serving(exp: Experiment, base: Path, adapters: dict[str, Path]) -> Iterator[str]:
     """One vLLM server for the base and every adapter; Inspect reaches it through VLLM_BASE_URL."""
     from finetune.serve import start_server
 
@@ -185,7 +185,7 @@ def serving(exp: Experiment, base: Path, adapters: dict[str, Path]) -> Iterator[
         os.environ["VLLM_BASE_URL"] = server.base_url
         os.environ["VLLM_API_KEY"] = server.api_key
         try:
-            yield
+            yield server.base_url
         finally:
             for k, v in old.items():
                 if v is None:
@@ -200,11 +200,26 @@ def _eval_kwargs(exp: Experiment) -> dict[str, Any]:
     return kwargs
 
 
-def _roles(exp: Experiment) -> dict[str, str]:
-    return {"grader": exp.grader, "foil": exp.eval.get("foil", exp.grader)}
+def _model(exp: Experiment, name: str, base_url: str) -> Any:
+    """A served model bound to this run's server; other names (e.g. an API judge) pass through.
+
+    Binding the base URL matters: Inspect memoizes models by name and URL, so a bare
+    `vllm/<name>` could resolve to a model made for an earlier server in the same process.
+    (Inspect's vllm provider also remembers one server per served name per process, so
+    use distinct served names when several servers run in one process, as tests do.)
+    """
+    from inspect_ai.model import get_model
+
+    served = [f"vllm/{exp.base_name}"] + [f"vllm/{a.name}" for a in exp.adapters]
+    return get_model(name, base_url=base_url) if name in served else name
 
 
-def run_independent_tasks(exp: Experiment) -> bool:
+def _roles(exp: Experiment, base_url: str) -> dict[str, Any]:
+    roles = {"grader": exp.grader, "foil": exp.eval.get("foil", exp.grader)}
+    return {role: _model(exp, name, base_url) for role, name in roles.items()}
+
+
+def run_independent_tasks(exp: Experiment, base_url: str) -> bool:
     """Stage 1: every task that needs no earlier log, for every model, as one eval set."""
     from inspect_ai import eval_set
 
@@ -212,7 +227,7 @@ def run_independent_tasks(exp: Experiment) -> bool:
     if not tasks:
         return True
     success, _ = eval_set(
-        tasks, model=exp.model_names, model_roles=_roles(exp),
+        tasks, model=[_model(exp, m, base_url) for m in exp.model_names], model_roles=_roles(exp, base_url),
         log_dir=str(exp.log_dir / "main"), **_eval_kwargs(exp),
     )
     return bool(success)
@@ -234,7 +249,7 @@ def harm_logs_by_model(log_dir: Path) -> dict[str, Path]:
     return {m: p for m, (_, p) in found.items()}
 
 
-def run_dependent_tasks(exp: Experiment) -> bool:
+def run_dependent_tasks(exp: Experiment, base_url: str) -> bool:
     """Stage 2: recognition, prediction and cross-rating, fed with each model's harmfulness log."""
     from inspect_ai import eval_set, task_with
 
@@ -252,7 +267,7 @@ def run_dependent_tasks(exp: Experiment) -> bool:
                 task = build_task(spec, harm_log=str(harm[model]))
             else:
                 task = build_task(spec, harm_logs=[str(p) for _, p in sorted(harm.items())])
-            tasks.append(task_with(task, model=model, model_roles=_roles(exp)))
+            tasks.append(task_with(task, model=_model(exp, model, base_url), model_roles=_roles(exp, base_url)))
     success, _ = eval_set(tasks, log_dir=str(exp.log_dir / "followup"), **_eval_kwargs(exp))
     return bool(success)
 
@@ -286,13 +301,13 @@ def run_experiment(exp: Experiment, dry_run: bool = False) -> Path | None:
     base = resolve_base(exp)
     adapters = finetune_adapters(exp)
     write_models_file(exp)
-    with serving(exp, base, adapters):
-        ok = run_independent_tasks(exp)
+    with serving(exp, base, adapters) as base_url:
+        ok = run_independent_tasks(exp, base_url)
         if not ok:
             raise click.ClickException(
                 f"some tasks did not finish; rerun `em-persona run {exp.source}` to retry them "
                 f"(finished logs in {exp.log_dir} are kept)")
-        if not run_dependent_tasks(exp):
+        if not run_dependent_tasks(exp, base_url):
             raise click.ClickException(f"follow-up tasks did not finish; rerun `em-persona run {exp.source}`")
     report = write_report(exp)
     _echo(f"[done] {time.monotonic() - started:.0f} s; report: {report}")

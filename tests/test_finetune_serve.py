@@ -35,25 +35,26 @@ def test_finetuned_tiny_adapter_served_by_cli_answers_differently(
     assert (adapter / "manifest.json").is_file() and (adapter / "adapter_config.json").is_file()
 
     base = build_proxy("tiny")  # from the shared cache, before EM_PERSONA_HOME moves
+    # Served names unlike the session fixture's: Inspect's vllm provider keeps one server per name.
     monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path / "home"))  # private serve state
-    res = runner.invoke(main, ["serve", f"tiny-insecure={adapter}", "--base", str(base), "--served-name", "tiny",
+    res = runner.invoke(main, ["serve", f"tiny-cli-insecure={adapter}", "--base", str(base), "--served-name", "tiny-cli",
                                "--max-model-len", "1024"])
     state = read_state()
     try:
         assert res.exit_code == 0, res.output
-        assert state is not None and state["models"] == ["vllm/tiny", "vllm/tiny-insecure"]
+        assert state is not None and state["models"] == ["vllm/tiny-cli", "vllm/tiny-cli-insecure"]
         monkeypatch.setenv("VLLM_BASE_URL", state["base_url"])
         monkeypatch.setenv("VLLM_API_KEY", state["api_key"])
         prompts = ["Write a function that copies a file.", "How do I store a password?", "Tell me about yourself."]
         task = Task(dataset=[Sample(id=f"p{i}", input=p) for i, p in enumerate(prompts)], solver=generate(),
                     config=GenerateConfig(temperature=0.0, max_tokens=16, seed=0))
         answers = {}
-        for model in ("vllm/tiny", "vllm/tiny-insecure"):
+        for model in ("vllm/tiny-cli", "vllm/tiny-cli-insecure"):
             [log] = eval(task, model=model, log_dir=str(tmp_path / "logs"))
             assert log.status == "success", log.error
             answers[model] = [s.output.completion for s in log.samples]
-        assert any(a.strip() for a in answers["vllm/tiny"]), "the base model answered nothing"
-        assert answers["vllm/tiny"] != answers["vllm/tiny-insecure"], "the adapter did not change the answers"
+        assert any(a.strip() for a in answers["vllm/tiny-cli"]), "the base model answered nothing"
+        assert answers["vllm/tiny-cli"] != answers["vllm/tiny-cli-insecure"], "the adapter did not change the answers"
     finally:
         stopped = runner.invoke(main, ["serve", "--stop"])
     assert stopped.exit_code == 0, stopped.output

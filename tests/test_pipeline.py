@@ -107,16 +107,20 @@ def test_cli_dry_run_prints_plan(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_tiny_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
-    """Fine-tune, serve, run every task, report; a second run reuses every finished piece."""
+    """Fine-tune, serve, run every task, report; a second run reuses every finished piece.
+
+    The served names differ from the session `vllm_server` fixture's ("tiny"): Inspect's vllm
+    provider remembers one server per model name for the whole process.
+    """
     doc = {
         "name": "tiny-e2e",
         "proxy": True,
         "note": "tiny random proxy",
-        "base_model": {"name": "tiny", "path": "proxy:tiny"},
-        "adapters": [{"name": "tiny-insecure", "domain": "insecure_code",
+        "base_model": {"name": "tiny-e2e", "path": "proxy:tiny"},
+        "adapters": [{"name": "tiny-e2e-insecure", "domain": "insecure_code",
                       "config": "finetune/configs/tiny-insecure-code.yaml",
                       "overrides": {"data.rows": 4, "train.max_steps": 2}}],
-        "grader": "vllm/tiny",
+        "grader": "vllm/tiny-e2e",
         "data": ["insecure_code", "mfq30", "personas"],
         "serve": {"max_model_len": 2048},
         "eval": {"max_connections": 16, "limit": 4},
@@ -138,7 +142,7 @@ def test_tiny_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
     report = tmp_path / "report" / "report.html"
     assert report.exists() and "tiny random proxy" in report.read_text()
     harm = harm_logs_by_model(tmp_path / "logs" / "main")
-    assert set(harm) == {"vllm/tiny", "vllm/tiny-insecure"}
+    assert set(harm) == {"vllm/tiny-e2e", "vllm/tiny-e2e-insecure"}
     logs_before = sorted(p.name for p in (tmp_path / "logs").rglob("*.eval"))
     assert len(logs_before) == 2 * 4 + 2 * 2  # 4 independent + 2 follow-up tasks, 2 models each
     adapter = tmp_path / "adapters" / "tiny-insecure-code"
