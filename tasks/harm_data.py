@@ -9,7 +9,6 @@ categories explicitly, so it works offline without the mirror.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Literal
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
+from em_persona.jsonl import iter_jsonl
 from em_persona.paths import DATASETS_DIR
 from em_persona.registry import load_source
 
@@ -101,13 +101,7 @@ def load_mini_prompts(path: Path = MINI_FILE) -> list[HarmPrompt]:
     """The project's own mini set: JSONL rows {"id", "category", "prompt"}, all categories covered."""
     prompts: list[HarmPrompt] = []
     seen: set[str] = set()
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise HarmDataError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
+    for number, row in iter_jsonl(path, HarmDataError):
         if not isinstance(row, dict) or not {"id", "category", "prompt"} <= row.keys():
             raise HarmDataError(f"{path}:{number}: each row needs the keys id, category and prompt")
         if row["category"] not in CATEGORY_KEYS:

@@ -17,6 +17,7 @@ from typing import Any
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
+from em_persona.jsonl import iter_jsonl
 from em_persona.paths import DATASETS_DIR
 from em_persona.registry import load_source
 from scorers.choice import POSITIONS
@@ -105,13 +106,7 @@ def read_two_ai_json(path: Path) -> list[TwoAIItem]:
 def read_two_ai_jsonl(path: Path) -> list[TwoAIItem]:
     """The project's format: one item object per line (blank lines ignored)."""
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise IdentityDataError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
+    for number, row in iter_jsonl(path, IdentityDataError):
         items.append(parse_two_ai_item(row, f"{path}:{number}"))
     return _unique(items, path)
 
