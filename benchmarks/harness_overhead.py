@@ -5,7 +5,7 @@ and max_tokens, to the same vllm server; every generation is forced to exactly
 `max_tokens` tokens (vLLM's `min_tokens` + `ignore_eos`), so both do identical work.
 Prints generations/s of each and their ratio (target: Inspect / plain >= 0.9).
 
-    python benchmarks/harness_overhead.py --base tiny --samples 64 --concurrency 16 --max-tokens 32
+    python benchmarks/harness_overhead.py --base tiny --samples 350 --concurrency 16 --max-tokens 32
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ def _force_length(max_tokens: int) -> dict[str, Any]:
     return {"min_tokens": max_tokens, "ignore_eos": True}
 
 
-def run_inspect(model: str, samples: int, concurrency: int, max_tokens: int, log_dir: str) -> tuple[float, list[list[dict[str, str]]]]:
+def run_inspect(model: str, samples: int, concurrency: int, max_tokens: int, log_dir: str,
+                dataset: str = "paper") -> tuple[float, list[list[dict[str, str]]]]:
     """Wall time of the harmfulness task (generation only) through Inspect, and the messages it sent."""
     from inspect_ai import eval
 
     from tasks.harmfulness import harmfulness
 
-    task = harmfulness(dataset="mini", temperature=1.0, max_tokens=max_tokens)
+    task = harmfulness(dataset=dataset, temperature=1.0, max_tokens=max_tokens)
     t0 = time.perf_counter()
     [log] = eval(
         task, model=model, score=False, limit=samples, max_connections=concurrency,
@@ -70,7 +71,8 @@ async def _plain(base_url: str, api_key: str, model: str, convs: list[list[dict[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="tiny", help="proxy name or model folder to serve")
-    ap.add_argument("--samples", type=int, default=40)
+    ap.add_argument("--samples", type=int, default=350)
+    ap.add_argument("--dataset", default="paper", help="harmfulness prompt set: paper (350) or mini (48)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
@@ -85,10 +87,10 @@ def main() -> None:
     with start_server(base, {}, served_name="bench") as srv, tempfile.TemporaryDirectory() as logs:
         os.environ.update(srv.env())
         model = f"vllm/{srv.base_model}"
-        run_inspect(model, min(8, args.samples), args.concurrency, args.max_tokens, logs)  # warm-up
+        run_inspect(model, min(8, args.samples), args.concurrency, args.max_tokens, logs, args.dataset)  # warm-up
         inspect_best, plain_best = float("inf"), float("inf")
         for _ in range(args.repeats):
-            wall, convs = run_inspect(model, args.samples, args.concurrency, args.max_tokens, logs)
+            wall, convs = run_inspect(model, args.samples, args.concurrency, args.max_tokens, logs, args.dataset)
             inspect_best = min(inspect_best, wall)
             plain = asyncio.run(_plain(srv.base_url, srv.api_key, srv.base_model, convs,
                                        args.concurrency, args.max_tokens))
