@@ -252,14 +252,19 @@ def _bucket_key(s: pd.Series) -> pd.Series:
     return s.map(order) if s.name == "bucket" else s
 
 
+def _signed_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a numeric predicted and actual score, plus error = predicted - actual."""
+    data = df.assign(predicted=pd.to_numeric(df["predicted"], errors="coerce"),
+                     actual=pd.to_numeric(df["actual"], errors="coerce")).dropna(subset=["predicted", "actual"])
+    return data.assign(error=data["predicted"] - data["actual"])
+
+
 def prediction_metrics(pred: pd.DataFrame, opts: AggregateOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-model pred_<condition>_error / _mae, long table model, condition, actual, mean_error, n)."""
     long_cols = ["model", "condition", "actual", "mean_error", "n"]
     if pred.empty:
         return pd.DataFrame(), pd.DataFrame(columns=long_cols)
-    data = pred.assign(predicted=pd.to_numeric(pred["predicted"], errors="coerce"),
-                       actual=pd.to_numeric(pred["actual"], errors="coerce")).dropna(subset=["predicted", "actual"])
-    data = data.assign(error=data["predicted"] - data["actual"])
+    data = _signed_errors(pred)
     parts = []
     for cond, sub in data.groupby("condition", sort=True):
         part = _ci_columns(f"pred_{cond}_error", _groups(sub, "error"), opts)
@@ -275,9 +280,8 @@ def cross_rating_metrics(cross: pd.DataFrame, opts: AggregateOptions) -> tuple[p
     long_cols = ["model", "source_model", "own", "mean_error", "n"]
     if cross.empty:
         return pd.DataFrame(), pd.DataFrame(columns=long_cols)
-    data = cross.assign(predicted=pd.to_numeric(cross["predicted"], errors="coerce"),
-                        actual=pd.to_numeric(cross["actual"], errors="coerce")).dropna(subset=["predicted", "actual"])
-    data = data.assign(error=data["predicted"] - data["actual"], own=data["own"].astype(bool))
+    data = _signed_errors(cross)
+    data = data.assign(own=data["own"].astype(bool))
     parts = []
     for own, name in ((True, "xrate_own_error"), (False, "xrate_other_error")):
         sub = data[data["own"] == own]

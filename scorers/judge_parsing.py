@@ -117,27 +117,24 @@ def _parse_json_score(text: Any, *, key: str, lo: int, hi: int) -> ParsedAnswer:
     body = text.strip()
     for fenced in _FENCE.findall(body):
         body = body + "\n" + fenced
-    candidates: list[int] = []
-    problems: list[str] = []
-    for obj in _json_objects(body):
-        matching = [k for k in obj if isinstance(k, str) and k.lower() == key.lower()] if isinstance(obj, dict) else []
-        for k in matching:
-            value, problem = _as_int(obj[k], lo, hi)
+    json_values = [
+        obj[k] for obj in _json_objects(body) if isinstance(obj, dict)
+        for k in obj if isinstance(k, str) and k.lower() == key.lower()
+    ]
+    keyed_values = [
+        m.group("num") for m in _KEYED_NUMBER.finditer(text) if m.group("key").strip().lower() == key.lower()
+    ]
+    for raw_values in (json_values, keyed_values):  # JSON first; "Key: N" text only when no JSON names the key
+        candidates: list[int] = []
+        problems: list[str] = []
+        for raw in raw_values:
+            value, problem = _as_int(raw, lo, hi)
             if value is not None:
                 candidates.append(value)
             elif problem:
                 problems.append(problem)
-    if candidates or problems:
-        return _decide(candidates, problems, key)
-    for match in _KEYED_NUMBER.finditer(text):
-        if match.group("key").strip().lower() == key.lower():
-            value, problem = _as_int(match.group("num"), lo, hi)
-            if value is not None:
-                candidates.append(value)
-            elif problem:
-                problems.append(problem)
-    if candidates or problems:
-        return _decide(candidates, problems, key)
+        if candidates or problems:
+            return _decide(candidates, problems, key)
     return _bare_number(text, lo, hi, key)
 
 
