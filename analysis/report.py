@@ -209,7 +209,9 @@ def _figures(report: Report, out: Path) -> None:
     mfq = report.tables.moral.rename(columns={"mfq_S": "S", "mfq_R": "R", "mfq_S_se": "S_se", "mfq_R_se": "R_se"})
     png = figs.mfq_s_vs_r(mfq, out / "figures")
     if png is None:
-        report.missing_figures["mfq_s_vs_r"] = "no moral_foundations logs"
+        report.missing_figures["mfq_s_vs_r"] = (
+            "no S and R values: no moral_foundations logs, or too few parsed ratings per persona"
+        )
     else:
         report.figures["mfq_s_vs_r"] = png
 

@@ -13,11 +13,16 @@ one-server path wins by a margin that grows with N).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from finetune.serve import ServerHandle
 
 
 def make_adapters(n: int, out: Path) -> dict[str, Path]:
@@ -36,11 +41,17 @@ def make_adapters(n: int, out: Path) -> dict[str, Path]:
     return adapters
 
 
-def evaluate(models: list[str], samples: int, log_dir: str) -> None:
+def evaluate(srv: "ServerHandle", names: list[str], samples: int, log_dir: str) -> None:
+    """Generation-only harmfulness subset for each served name, bound to this server.
+
+    Models are built unmemoized with this server's URL and key.
+    """
     from inspect_ai import eval
+    from inspect_ai.model import get_model
 
     from tasks.harmfulness import harmfulness
 
+    models = [get_model(f"vllm/{n}", base_url=srv.base_url, api_key=srv.api_key, memoize=False) for n in names]
     logs = eval(harmfulness(dataset="mini", max_tokens=16), model=models, score=False, limit=samples,
                 log_dir=log_dir, display="none", log_level="warning", max_connections=16)
     bad = [log.eval.model for log in logs if log.status != "success"]
@@ -48,24 +59,34 @@ def evaluate(models: list[str], samples: int, log_dir: str) -> None:
         raise SystemExit(f"evaluation failed for {bad}")
 
 
-def one_server(base: Path, adapters: dict[str, Path], samples: int, log_dir: str) -> float:
+_starts = itertools.count()
+
+
+def _serve(base: Path, adapters: dict[str, Path]) -> "ServerHandle":
+    """Start a server whose served names are new to this process.
+
+    Inspect's vllm provider keeps one server entry per served name for the whole process,
+    so a name reused across server starts would send requests to the first, stopped server.
+    """
     from finetune.serve import start_server
 
+    tag = next(_starts)
+    return start_server(base, {f"{name}-s{tag}": path for name, path in adapters.items()},
+                        served_name=f"bench-base-s{tag}")
+
+
+def one_server(base: Path, adapters: dict[str, Path], samples: int, log_dir: str) -> float:
     t0 = time.perf_counter()
-    with start_server(base, adapters, served_name="bench-base") as srv:
-        os.environ.update(srv.env())
-        evaluate(srv.model_names, samples, log_dir)
+    with _serve(base, adapters) as srv:
+        evaluate(srv, srv.model_names, samples, log_dir)
     return time.perf_counter() - t0
 
 
 def per_model(base: Path, adapters: dict[str, Path], samples: int, log_dir: str) -> float:
-    from finetune.serve import start_server
-
     t0 = time.perf_counter()
     for subset in [{}] + [{name: path} for name, path in adapters.items()]:
-        with start_server(base, subset, served_name="bench-base") as srv:
-            os.environ.update(srv.env())
-            evaluate([srv.model_names[-1]], samples, log_dir)
+        with _serve(base, subset) as srv:
+            evaluate(srv, [srv.model_names[-1]], samples, log_dir)
     return time.perf_counter() - t0
 
 

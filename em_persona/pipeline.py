@@ -8,6 +8,7 @@ from whatever logs exist. A crash at any point loses no finished work.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import random
 import sys
@@ -42,6 +43,16 @@ CALLS_PER_SAMPLE: dict[str, tuple[int, int]] = {
     "cross_model_rating": (0, 0),
     "moral_foundations": (0, 0),
 }
+
+# Generations per sample that a task asks again (up to its `max_retries` argument more times)
+# while the answer holds no readable rating; see solvers/retry_parse.py and solvers/identity.py.
+RETRIED_GENERATIONS: dict[str, int] = {
+    "moral_foundations": 1,  # each MFQ rating
+    "score_prediction": 1,  # blind: the prediction (the answer after it is asked once); shown: the rating
+    "cross_model_rating": 1,  # the rating
+}
+# Every judge call of a task with a `judge_max_retries` argument is asked up to that many more
+# times after an unreadable answer (scorers/judge_parsing.py: ask_judge).
 
 
 def _echo(msg: str = "") -> None:
@@ -81,6 +92,29 @@ class PlanRow:
     generations: int
     judge_calls: int
     tokens: int
+    # Upper bound of model calls (generations + judge calls) when every parse retry is used.
+    max_calls: int
+
+
+def _task_arg(spec: TaskSpec, name: str) -> Any:
+    """`spec.args[name]`, else the task function's default; None when the task has no such argument."""
+    if name in spec.args:
+        return spec.args[name]
+    param = inspect.signature(load_task_function(spec.task)).parameters.get(name)
+    if param is None or param.default is inspect.Parameter.empty:
+        return None
+    return param.default
+
+
+def _max_calls_per_sample(spec: TaskSpec, extra: int, judge: int) -> int:
+    """Most model calls one sample x epoch can make: every retried generation and judge call at its limit."""
+    retried = RETRIED_GENERATIONS.get(spec.task, 0)
+    retries = max(0, int(_task_arg(spec, "max_retries") or 0)) if retried else 0
+    judge_retries = max(0, int(_task_arg(spec, "judge_max_retries") or 0)) if judge else 0
+    optional = 0
+    if spec.task == "self_assessment" and (_task_arg(spec, "decision_judge") or _task_arg(spec, "language_judge")):
+        optional = 1  # one grader call for an off-format decision answer or a language answer
+    return (1 + extra) + retried * retries + judge * (1 + judge_retries) + optional
 
 
 def _estimate_tokens(text: str) -> int:
@@ -88,7 +122,8 @@ def _estimate_tokens(text: str) -> int:
 
 
 def plan(exp: Experiment, harm_samples: int | None = None) -> list[PlanRow]:
-    """Count generations, judge calls and tokens for every task x model, without calling a model."""
+    """Count generations, judge calls, their upper bound with parse retries, and tokens for every
+    task x model, without calling a model."""
     rows = []
     n_models = len(exp.model_names)
     for spec in exp.tasks:
@@ -113,7 +148,8 @@ def plan(exp: Experiment, harm_samples: int | None = None) -> list[PlanRow]:
         gens = n_models * samples * epochs * (1 + extra)
         judges = n_models * samples * epochs * judge
         tokens = gens * (prompt_tokens + max_tokens) + judges * (prompt_tokens + max_tokens + 300)
-        rows.append(PlanRow(spec.task, n_models, samples, epochs, gens, judges, tokens))
+        max_calls = n_models * samples * epochs * _max_calls_per_sample(spec, extra, judge)
+        rows.append(PlanRow(spec.task, n_models, samples, epochs, gens, judges, tokens, max_calls))
     return rows
 
 
@@ -127,11 +163,15 @@ def print_plan(exp: Experiment, rows: list[PlanRow]) -> None:
         _echo(f"  adapter    : {a.name} ({a.domain}) <- {a.config.name} {a.overrides or ''}")
     _echo(f"  models     : {', '.join(exp.model_names)}")
     _echo(f"  grader     : {exp.grader}")
-    _echo(f"  {'task':24s} {'models':>6s} {'samples':>7s} {'epochs':>6s} {'generations':>11s} {'judge':>7s} {'~tokens':>9s}")
+    _echo(f"  {'task':24s} {'models':>6s} {'samples':>7s} {'epochs':>6s} {'generations':>11s} {'judge':>7s} "
+          f"{'max calls':>9s} {'~tokens':>9s}")
     for r in rows:
-        _echo(f"  {r.task:24s} {r.models:6d} {r.samples:7d} {r.epochs:6d} {r.generations:11d} {r.judge_calls:7d} {r.tokens:9d}")
+        _echo(f"  {r.task:24s} {r.models:6d} {r.samples:7d} {r.epochs:6d} {r.generations:11d} {r.judge_calls:7d} "
+              f"{r.max_calls:9d} {r.tokens:9d}")
     _echo(f"  {'total':24s} {'':6s} {'':7s} {'':6s} {sum(r.generations for r in rows):11d} "
-          f"{sum(r.judge_calls for r in rows):7d} {sum(r.tokens for r in rows):9d}")
+          f"{sum(r.judge_calls for r in rows):7d} {sum(r.max_calls for r in rows):9d} {sum(r.tokens for r in rows):9d}")
+    _echo("  (max calls: generations + judge calls if every unreadable answer is retried up to max_retries / "
+          "judge_max_retries)")
     _echo(f"  logs -> {exp.log_dir}   report -> {exp.report_dir}")
 
 
@@ -323,7 +363,20 @@ def run(experiment: Path, dry_run: bool) -> None:
         exp = load_experiment(experiment)
     except ExperimentError as exc:
         raise click.ClickException(str(exc)) from exc
-    report = run_experiment(exp, dry_run=dry_run)
+    # The project's own errors carry a message meant for the user; show it as one line, not a traceback.
+    # Imported here, not at the top, so `em-persona --help` stays light.
+    from em_persona.registry import SourceError
+    from finetune.config import ConfigError
+    from finetune.data import DataError
+    from finetune.proxy import ProxyError
+    from finetune.serve import ServeError
+    from finetune.train import TrainError
+
+    known = (SourceError, ConfigError, DataError, ProxyError, ServeError, TrainError, ExperimentError)
+    try:
+        report = run_experiment(exp, dry_run=dry_run)
+    except known as exc:
+        raise click.ClickException(str(exc)) from exc
     if report is not None:
         click.echo(f"Report: {report}")
     sys.stdout.flush()

@@ -305,6 +305,17 @@ class ServerHandle:
         self.stop()
 
 
+CPU_LORA_ENV = "EM_PERSONA_CPU_LORA"
+"""Set to 0 to serve adapters on CPU with vLLM's own (per-token gather) LoRA ops."""
+
+
+def cpu_lora_pythonpath(existing: str | None) -> str:
+    """PYTHONPATH that makes every server process use finetune.cpu_lora_ops (grouped LoRA matmuls)."""
+    hook = Path(__file__).parent / "cpu_lora"
+    parts = [str(hook), str(hook.parents[1])]
+    return os.pathsep.join(parts + ([existing] if existing else []))
+
+
 def start_server(
     base: str | Path,
     adapters: Mapping[str, Path | str] | None = None,
@@ -352,6 +363,8 @@ def start_server(
         # halves the engine. Measured here: both cores for the engine serve faster.
         proc_env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     proc_env.update(env or {})
+    if on_cpu and checked and proc_env.get(CPU_LORA_ENV, "1") != "0":
+        proc_env["PYTHONPATH"] = cpu_lora_pythonpath(proc_env.get("PYTHONPATH"))
     if log_path is None:
         log_path = home() / "serve" / f"vllm-{port}.log"
     log_path = Path(log_path)

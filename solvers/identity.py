@@ -75,10 +75,11 @@ def _parsed(text: str) -> int | None:
 
 
 @solver
-def predict_then_answer(template: str, max_retries: int = 2) -> Solver:
+def predict_then_answer(template: str, max_retries: int = 2, pattern: str | None = None) -> Solver:
     """Blind condition: ask for the expected judge score first (stored under `prediction_answer`),
-    then, in the same conversation, for the answer itself (the final output)."""
-    predict = generate_until_parsed(_parsed, max_retries)
+    then, in the same conversation, for the answer itself (the final output). `pattern`
+    restricts the prediction (not the answer) to a regex (solvers.constrained)."""
+    predict = generate_until_parsed(_parsed, max_retries, pattern=pattern)
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         rendered = render_harm_prompt(template, state.input_text, PENDING_REPLY)
@@ -92,11 +93,14 @@ def predict_then_answer(template: str, max_retries: int = 2) -> Solver:
 
 
 @solver
-def rate_response(template: str, framing: Literal["own", "other"], max_retries: int = 2) -> Solver:
+def rate_response(
+    template: str, framing: Literal["own", "other"], max_retries: int = 2, pattern: str | None = None
+) -> Solver:
     """Ask for a 1-5 rating of the sample's `response` (an earlier answer) with the judge template,
-    framed as the model's own answer or another model's; stores the answer under `prediction_answer`."""
+    framed as the model's own answer or another model's; stores the answer under `prediction_answer`.
+    `pattern` restricts the rating to a regex (solvers.constrained)."""
     frame = {"own": RATE_OWN_FRAME, "other": RATE_OTHER_FRAME}[framing]
-    rate = generate_until_parsed(_parsed, max_retries)
+    rate = generate_until_parsed(_parsed, max_retries, pattern=pattern)
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         rendered = render_harm_prompt(template, state.input_text, str(state.metadata["response"]))

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
+from solvers.constrained import constrained_config
+
 FAILURES_KEY = "parse_failures"
 FAILED_RESPONSES_KEY = "failed_responses"
 
@@ -15,16 +17,19 @@ def generate_until_parsed(
     parse: Callable[[str], object | None],
     max_retries: int = 5,
     failures_key: str = FAILURES_KEY,
+    pattern: str | None = None,
 ) -> Solver:
     """Call the model; while `parse(completion)` is None, drop that answer and ask again.
 
     At most `1 + max_retries` generations. Records in `state.store`:
     `failures_key` (how many answers failed to parse; equals `1 + max_retries`
     when none succeeded) and `failed_responses` (their texts). The last answer
-    stays in `state.output`, parsed or not, so a scorer sees it.
+    stays in `state.output`, parsed or not, so a scorer sees it. `pattern` restricts every
+    answer to a regex (vLLM structured outputs; see solvers.constrained).
     """
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    config = constrained_config(pattern)
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         history = list(state.messages)
@@ -32,7 +37,7 @@ def generate_until_parsed(
         for attempt in range(max_retries + 1):
             if attempt > 0:
                 state.messages = list(history)
-            state = await generate(state)
+            state = await generate(state, **config)
             completion = state.output.completion if state.output else ""
             if parse(completion) is not None:
                 break

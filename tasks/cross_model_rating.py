@@ -16,6 +16,7 @@ from inspect_ai.model import GenerateConfig
 
 from scorers.harm_judge import load_harm_template
 from scorers.prediction import PREDICTION_METRICS, error_by_source, prediction_error
+from solvers.constrained import HARM_1_5
 from solvers.identity import rate_response
 from solvers.prior_logs import read_harm_logs
 from tasks.identity_data import rating_dataset
@@ -30,6 +31,7 @@ def cross_model_rating(
     max_tokens: int = 512,
     max_retries: int = 2,
     judge_prompt: str = "project",
+    constrain_answers: bool = False,
 ) -> Task:
     """Rate every scored answer in `harm_logs`, each presented as written by another AI model.
 
@@ -42,6 +44,8 @@ def cross_model_rating(
         max_tokens: length limit of a rating answer.
         max_retries: new attempts when a rating holds no readable 1-5 score.
         judge_prompt: harm judge template shown to the rater ("project", "paper" or a file).
+        constrain_answers: vLLM only: restrict the rating to one digit 1-5 with structured outputs
+            (forced choice, for proxies that ignore the answer format; off for paper runs).
     """
     paths = [p.strip() for p in harm_logs.split(",")] if isinstance(harm_logs, str) else list(harm_logs or [])
     paths = [p for p in paths if p]
@@ -50,13 +54,16 @@ def cross_model_rating(
     logs = read_harm_logs(paths)
     return Task(
         dataset=rating_dataset(logs, epoch=log_epoch),
-        solver=rate_response(load_harm_template(judge_prompt), "other", max_retries),
+        solver=rate_response(
+            load_harm_template(judge_prompt), "other", max_retries, HARM_1_5 if constrain_answers else None
+        ),
         scorer=prediction_error("log", judge_prompt),
         metrics=[*PREDICTION_METRICS, error_by_source()],
         epochs=epochs,
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
         metadata={
             "experiment": "cross_model_rating",
+            "constrain_answers": constrain_answers,
             "harm_logs": [str(log.path) for log in logs],
             "source_models": [log.model for log in logs],
             "judge_prompt": judge_prompt,

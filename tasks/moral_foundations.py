@@ -12,6 +12,7 @@ from inspect_ai import Epochs, Task, task
 from inspect_ai.model import GenerateConfig
 
 from scorers.mfq_rating import mfq_rating, parse_rating
+from solvers.constrained import RATING_0_5
 from solvers.retry_parse import generate_until_parsed
 from tasks.moral_data import PAPER_PERSONAS, mfq_dataset
 
@@ -26,6 +27,7 @@ def moral_foundations(
     max_tokens: int = 128,
     max_retries: int = 5,
     questions: list[int] | None = None,
+    constrain_answers: bool = False,
 ) -> Task:
     """MFQ-30 items x the first `personas` personas (+ the no-persona condition), `samples` runs each.
 
@@ -38,12 +40,17 @@ def moral_foundations(
         max_tokens: generation limit per answer (the rating comes first).
         max_retries: regenerations allowed per run while no digit 0-5 can be parsed.
         questions: restrict to these MFQ item ids (1-30); all 30 by default.
+        constrain_answers: vLLM only: restrict the answer to one digit 0-5 with structured outputs
+            (forced choice, for proxies that ignore the answer format; off for paper runs).
     """
     return Task(
         dataset=mfq_dataset(personas, persona_source, include_self, questions),
-        solver=[generate_until_parsed(parse_rating, max_retries=max_retries)],
+        solver=[generate_until_parsed(
+            parse_rating, max_retries=max_retries, pattern=RATING_0_5 if constrain_answers else None
+        )],
         scorer=mfq_rating(),
         epochs=Epochs(samples),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
-        metadata={"experiment": "moral_foundations", "personas": personas, "include_self": include_self},
+        metadata={"experiment": "moral_foundations", "personas": personas, "include_self": include_self,
+                  "constrain_answers": constrain_answers},
     )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
-from inspect_ai.solver import generate
 
 from scorers.recognition import recognition_choice
+from solvers.constrained import CHOICE_AB, generate_answer
 from solvers.identity import FoilMode, generate_foil, present_pair
 from solvers.prior_logs import read_harm_log, require_log_model
 from tasks.identity_data import recognition_dataset
@@ -32,6 +32,7 @@ def output_recognition(
     judge_max_retries: int = 2,
     judge_cache: bool = True,
     allow_other_model: bool = False,
+    constrain_answers: bool = False,
 ) -> Task:
     """Own earlier response vs a foil from the `foil` role, positions counterbalanced; the grader rates the foil.
 
@@ -48,6 +49,8 @@ def output_recognition(
         judge_max_retries: extra judge calls after an unreadable judge answer.
         judge_cache: cache judge calls.
         allow_other_model: accept a log written by a model other than the one evaluated.
+        constrain_answers: vLLM only: restrict the A/B answer (not the foil) to one letter with
+            structured outputs (forced choice, for proxies that ignore the answer format; off for paper runs).
     """
     if not harm_log:
         raise ValueError("output_recognition needs harm_log=PATH, the harmfulness log of the evaluated model")
@@ -58,7 +61,7 @@ def output_recognition(
             require_log_model(log.model, str(log.path), allow_other_model),
             generate_foil(foil, max_tokens=foil_max_tokens),
             present_pair(),
-            generate(),
+            generate_answer(CHOICE_AB if constrain_answers else None),
         ],
         scorer=recognition_choice(judge_prompt, judge_max_retries, judge_cache),
         epochs=epochs,
@@ -68,6 +71,7 @@ def output_recognition(
             "harm_log": str(log.path),
             "log_model": log.model,
             "foil": foil,
+            "constrain_answers": constrain_answers,
             "seed": seed,
         },
     )

@@ -16,6 +16,7 @@ from inspect_ai.model import GenerateConfig
 
 from scorers.harm_judge import load_harm_template
 from scorers.prediction import prediction_error
+from solvers.constrained import HARM_1_5
 from solvers.identity import predict_then_answer, rate_response
 from solvers.prior_logs import read_harm_log, require_log_model
 from tasks.harm_data import harm_dataset
@@ -36,6 +37,7 @@ def score_prediction(
     judge_max_retries: int = 2,
     judge_cache: bool = True,
     allow_other_model: bool = False,
+    constrain_answers: bool = False,
 ) -> Task:
     """Predicted vs actual 1-5 harm score of the model's own answers.
 
@@ -53,16 +55,22 @@ def score_prediction(
         judge_max_retries: extra judge calls after an unreadable judge answer (blind).
         judge_cache: cache judge calls (blind).
         allow_other_model: accept a log written by a model other than the one evaluated (shown).
+        constrain_answers: vLLM only: restrict the prediction/rating to one digit 1-5 with structured outputs
+            (forced choice, for proxies that ignore the answer format; off for paper runs).
     """
     template = load_harm_template(judge_prompt)
+    pattern = HARM_1_5 if constrain_answers else None
     config = GenerateConfig(temperature=temperature, max_tokens=max_tokens)
-    metadata = {"experiment": "score_prediction", "condition": condition, "judge_prompt": judge_prompt}
+    metadata = {
+        "experiment": "score_prediction", "condition": condition, "judge_prompt": judge_prompt,
+        "constrain_answers": constrain_answers,
+    }
     if condition == "blind":
         if harm_log:
             raise ValueError("score_prediction: harm_log is only used with condition=shown")
         return Task(
             dataset=harm_dataset(dataset),
-            solver=predict_then_answer(template, max_retries),
+            solver=predict_then_answer(template, max_retries, pattern),
             scorer=prediction_error("judge", judge_prompt, judge_max_retries, judge_cache),
             epochs=epochs,
             config=config,
@@ -79,7 +87,7 @@ def score_prediction(
         dataset=rating_dataset([log], epoch=log_epoch),
         solver=[
             require_log_model(log.model, str(log.path), allow_other_model),
-            rate_response(template, "own", max_retries),
+            rate_response(template, "own", max_retries, pattern),
         ],
         scorer=prediction_error("log", judge_prompt),
         epochs=epochs,

