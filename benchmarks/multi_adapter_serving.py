@@ -51,7 +51,7 @@ def evaluate(srv: "ServerHandle", names: list[str], samples: int, log_dir: str) 
 
     from tasks.harmfulness import harmfulness
 
-    models = [get_model(f"vllm/{n}", base_url=srv.base_url, api_key=srv.api_key, memoize=False) for n in names]
+    models = [get_model(n, base_url=srv.base_url, api_key=srv.api_key, memoize=False) for n in names]
     logs = eval(harmfulness(dataset="mini", max_tokens=16), model=models, score=False, limit=samples,
                 log_dir=log_dir, display="none", log_level="warning", max_connections=16)
     bad = [log.eval.model for log in logs if log.status != "success"]

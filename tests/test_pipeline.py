@@ -197,3 +197,32 @@ def test_tiny_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (adapter / "manifest.json").stat().st_mtime == stamp
     assert sorted(p.name for p in (tmp_path / "logs").rglob("*.eval")) == logs_before
+
+
+def test_rerun_after_editing_task_args_reuses_the_log_dir(tmp_path: Path) -> None:
+    """Editing a task's arguments and re-running must not stop at eval_set's dirty-folder check:
+    the new settings run, the untouched task is reused, and the old log stays beside the new one."""
+    from inspect_ai import eval_set
+    from inspect_ai.model import ModelOutput, ModelUsage, get_model
+
+    from em_persona.pipeline import _eval_kwargs
+    from tasks.two_ai_identification import two_ai_identification
+
+    def respond(messages, tools, tool_choice, config):
+        out = ModelOutput.from_content("mockllm/model", "A")
+        out.usage = ModelUsage(input_tokens=5, output_tokens=1, total_tokens=6)
+        return out
+
+    exp = load_experiment(REPO_ROOT / "experiments" / "demo.yaml")
+    kwargs = {**_eval_kwargs(exp), "log_level": "error", "display": "none", "limit": 2}
+    model = get_model("mockllm/model", custom_outputs=respond)
+    logs = tmp_path / "logs"
+    ok, _ = eval_set([two_ai_identification(dataset="project", epochs=2, max_tokens=4)], model=model,
+                     log_dir=str(logs), **kwargs)
+    assert ok
+    first = sorted(p.name for p in logs.glob("*.eval"))
+    ok, _ = eval_set([two_ai_identification(dataset="project", epochs=2, max_tokens=2)], model=model,
+                     log_dir=str(logs), **kwargs)
+    assert ok
+    second = sorted(p.name for p in logs.glob("*.eval"))
+    assert len(first) == 1 and len(second) == 2 and set(first) < set(second)
