@@ -6,6 +6,7 @@ and max_tokens, to the same vllm server; every generation is forced to exactly
 Prints generations/s of each and their ratio (target: Inspect / plain >= 0.9).
 
     python benchmarks/harness_overhead.py --base tiny --samples 350 --concurrency 16 --max-tokens 32
+    python benchmarks/harness_overhead.py --base gemma-270m --samples 96 --repeats 1
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _force_length(max_tokens: int) -> dict[str, Any]:
 
 
 def run_inspect(model: str, samples: int, concurrency: int, max_tokens: int, log_dir: str,
-                dataset: str = "paper") -> tuple[float, list[list[dict[str, str]]]]:
+                dataset: str = "paper", log_realtime: bool = True) -> tuple[float, list[list[dict[str, str]]]]:
     """Wall time of the harmfulness task (generation only) through Inspect, and the messages it sent."""
     from inspect_ai import eval
 
@@ -35,7 +36,7 @@ def run_inspect(model: str, samples: int, concurrency: int, max_tokens: int, log
     [log] = eval(
         task, model=model, score=False, limit=samples, max_connections=concurrency,
         max_tokens=max_tokens, extra_body=_force_length(max_tokens), log_dir=log_dir,
-        display="none", log_level="warning",
+        display="none", log_level="warning", log_realtime=log_realtime,
     )
     wall = time.perf_counter() - t0
     if log.status != "success":
@@ -76,6 +77,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-log-realtime", action="store_true",
+                    help="Inspect's log_realtime=False (no live sample buffer; less CPU per sample)")
     args = ap.parse_args()
 
     import tempfile
@@ -90,7 +93,8 @@ def main() -> None:
         run_inspect(model, min(8, args.samples), args.concurrency, args.max_tokens, logs, args.dataset)  # warm-up
         inspect_best, plain_best = float("inf"), float("inf")
         for _ in range(args.repeats):
-            wall, convs = run_inspect(model, args.samples, args.concurrency, args.max_tokens, logs, args.dataset)
+            wall, convs = run_inspect(model, args.samples, args.concurrency, args.max_tokens, logs, args.dataset,
+                                      log_realtime=not args.no_log_realtime)
             inspect_best = min(inspect_best, wall)
             plain = asyncio.run(_plain(srv.base_url, srv.api_key, srv.base_model, convs,
                                        args.concurrency, args.max_tokens))
@@ -99,7 +103,7 @@ def main() -> None:
     gi, gp = n / inspect_best, n / plain_best
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
     print(f"model {args.base}, {n} generations x {args.max_tokens} tokens, concurrency {args.concurrency}, "
-          f"best of {args.repeats}")
+          f"best of {args.repeats}, log_realtime={not args.no_log_realtime}")
     print(f"inspect task : {gi:8.2f} generations/s ({inspect_best:.2f} s)")
     print(f"plain client : {gp:8.2f} generations/s ({plain_best:.2f} s)")
     print(f"ratio inspect/plain = {gi / gp:.3f} (target >= 0.9)")
