@@ -78,7 +78,7 @@ def main() -> None:
             max_connections=args.max_connections, log_dir=logs, display="none",
         )
         t_done = time.perf_counter()
-    gens, judge = model_calls(results)
+        gens, judge = model_calls(results)  # reads the logs: before the temporary folder goes
     wall = t_done - t_ready
     print(f"machine: {platform.node()} {platform.machine()}")
     print(f"server start {t_ready - t_start:.0f} s; battery {wall:.0f} s")
