@@ -16,9 +16,6 @@ from typing import Any
 
 import torch
 
-PATCHED_FLAG = "_em_persona_grouped"
-
-
 def _grouped_matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
                     dtype: torch.dtype) -> torch.Tensor:
     """`einsum("bi,boi->bo", inputs, weights[indices])` without materialising `weights[indices]`."""
@@ -84,5 +81,4 @@ def install(package: Any | None = None) -> bool:
     for target in targets:
         for name, fn in GROUPED.items():
             setattr(target, name, fn)
-        setattr(target, PATCHED_FLAG, True)
     return True
