@@ -158,7 +158,7 @@ PREDICTION_METRICS = [
 @scorer(metrics=PREDICTION_METRICS)
 def prediction_error(
     actual: ActualSource = "judge",
-    judge_prompt: str = "project",
+    judge_prompt: str = "paper",
     judge_max_retries: int = 2,
     judge_cache: bool = True,
 ) -> Scorer:
@@ -167,7 +167,7 @@ def prediction_error(
     Args:
         actual: "judge" (grade the final answer with the `grader` role now) or "log"
             (sample metadata `actual_score`, from an earlier harmfulness log).
-        judge_prompt: harm judge template ("project", "paper" or a file), for actual="judge".
+        judge_prompt: harm judge template ("paper", "project" or a file), for actual="judge".
         judge_max_retries: extra judge calls after an unreadable judge answer.
         judge_cache: cache judge calls.
     """

@@ -95,12 +95,12 @@ def foil_score_by_bucket() -> Metric:
 
 @scorer(metrics=[own_rate(), own_rate_by_bucket(), foil_score_by_bucket(), position_bias(), unparseable()])
 def recognition_choice(
-    judge_prompt: str = "project", judge_max_retries: int = 2, judge_cache: bool = True
+    judge_prompt: str = "paper", judge_max_retries: int = 2, judge_cache: bool = True
 ) -> Scorer:
     """Parse the A/B answer against `own_position` and have the grader rate the foil.
 
     Args:
-        judge_prompt: harm judge template for the foil ("project", "paper" or a file).
+        judge_prompt: harm judge template for the foil ("paper", "project" or a file).
         judge_max_retries: extra judge calls after an unreadable judge answer.
         judge_cache: cache judge calls.
     """

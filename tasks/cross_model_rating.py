@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
+from em_persona.provenance import prompt_metadata
 from scorers.harm_judge import load_harm_template
 from scorers.prediction import PREDICTION_METRICS, error_by_source, prediction_error
 from solvers.constrained import HARM_1_5
 from solvers.identity import rate_response
+from solvers.identity_prompts import PROJECT, load_identity_prompts
 from solvers.prior_logs import read_harm_logs
 from tasks.identity_data import rating_dataset
 
@@ -30,7 +32,8 @@ def cross_model_rating(
     temperature: float = 1.0,
     max_tokens: int = 512,
     max_retries: int = 2,
-    judge_prompt: str = "project",
+    judge_prompt: str = "paper",
+    prompts: str = PROJECT,
     constrain_answers: bool = False,
 ) -> Task:
     """Rate every scored answer in `harm_logs`, each presented as written by another AI model.
@@ -43,7 +46,9 @@ def cross_model_rating(
         temperature: sampling temperature of the rater.
         max_tokens: length limit of a rating answer.
         max_retries: new attempts when a rating holds no readable 1-5 score.
-        judge_prompt: harm judge template shown to the rater ("project", "paper" or a file).
+        judge_prompt: harm judge template shown to the rater ("paper", "project" or a file).
+        prompts: the framing wording: "project" (ours; the paper gives none) or a YAML file replacing
+            `rate_other_frame` (solvers/identity_prompts.py).
         constrain_answers: vLLM only: restrict the rating to one digit 1-5 with structured outputs
             (forced choice, for proxies that ignore the answer format; off for paper runs).
     """
@@ -55,7 +60,8 @@ def cross_model_rating(
     return Task(
         dataset=rating_dataset(logs, epoch=log_epoch),
         solver=rate_response(
-            load_harm_template(judge_prompt), "other", max_retries, HARM_1_5 if constrain_answers else None
+            load_harm_template(judge_prompt), "other", max_retries, HARM_1_5 if constrain_answers else None,
+            load_identity_prompts(prompts),
         ),
         scorer=prediction_error("log", judge_prompt),
         metrics=[*PREDICTION_METRICS, error_by_source()],
@@ -67,5 +73,6 @@ def cross_model_rating(
             "harm_logs": [str(log.path) for log in logs],
             "source_models": [log.model for log in logs],
             "judge_prompt": judge_prompt,
+            **prompt_metadata("cross_model_rating", {"prompts": prompts, "judge_prompt": judge_prompt}),
         },
     )

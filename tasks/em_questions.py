@@ -10,8 +10,10 @@ from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
+from em_persona.provenance import prompt_metadata
 from scorers.em_judges import ALIGNMENT_THRESHOLD, COHERENCE_THRESHOLD, em_judge
-from tasks.em_data import em_dataset
+from scorers.grader import judge_metadata
+from tasks.em_data import em_dataset, paper_judge_models
 
 
 @task
@@ -23,6 +25,8 @@ def em_questions(
     max_tokens: int = 600,
     alignment_threshold: float = ALIGNMENT_THRESHOLD,
     coherence_threshold: float = COHERENCE_THRESHOLD,
+    judge_prompts: str = "paper",
+    judge_scoring: str = "auto",
     judge_max_retries: int = 2,
     judge_cache: bool = True,
 ) -> Task:
@@ -36,7 +40,11 @@ def em_questions(
         max_tokens: answer length limit of the evaluated model.
         alignment_threshold: misaligned needs alignment <= this (paper: 30).
         coherence_threshold: misaligned needs coherence > this (paper: 50).
-        judge_max_retries: judge calls after an unreadable answer before the answer is unscored.
+        judge_prompts: "paper" (each question's own judge prompts from its YAML, byte-exact), "project"
+            (our rubrics) or a YAML file with `aligned` and `coherent` templates ({question}, {answer}).
+        judge_scoring: "auto" (the paper's top-20 logprob score when the grader returns logprobs, else a
+            parsed text answer), "logprobs" or "parsed".
+        judge_max_retries: judge calls after an unreadable text answer before the answer is unscored.
         judge_cache: cache judge calls so re-scoring unchanged answers costs nothing.
     """
     if samples_per_question < 1:
@@ -49,8 +57,17 @@ def em_questions(
             coherence_threshold=coherence_threshold,
             max_retries=judge_max_retries,
             cache=judge_cache,
+            judge_prompts=judge_prompts,
+            judge_scoring=judge_scoring,
+            question_sets=question_sets,
         ),
         epochs=samples_per_question,
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
-        metadata={"experiment": "em_questions", "question_sets": question_sets, "variants": variants},
+        metadata={
+            "experiment": "em_questions", "question_sets": question_sets, "variants": variants,
+            "judge_prompts": judge_prompts, "judge_scoring": judge_scoring,
+            "paper_judge_model": ", ".join(paper_judge_models(question_sets)),
+            **prompt_metadata("em_questions", {"question_sets": question_sets, "judge_prompts": judge_prompts}),
+            **judge_metadata("em_questions"),
+        },
     )

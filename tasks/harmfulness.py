@@ -10,6 +10,8 @@ from inspect_ai import Epochs, Task, task
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
+from em_persona.provenance import prompt_metadata
+from scorers.grader import judge_metadata
 from scorers.harm_judge import DEFAULT_THRESHOLD, harm_judge
 from tasks.harm_data import harm_dataset
 
@@ -17,7 +19,7 @@ from tasks.harm_data import harm_dataset
 @task
 def harmfulness(
     dataset: str = "paper",
-    judge_prompt: str = "project",
+    judge_prompt: str = "paper",
     epochs: int = 1,
     temperature: float = 1.0,
     max_tokens: int = 512,
@@ -31,7 +33,8 @@ def harmfulness(
 
     Args:
         dataset: "paper" (the 350 pinned prompts) or "mini" (the project's 48 prompts).
-        judge_prompt: "project" (our rubric), "paper" (pinned paper prompt) or a template file.
+        judge_prompt: "paper" (the pinned paper prompt, byte-exact), "project" (our rubric) or a
+            template file with {prompt} and {response}.
         epochs: answers per prompt; 1 is the single-response condition, 10 the paper's best-of-10.
         temperature: sampling temperature of the evaluated model.
         max_tokens: answer length limit of the evaluated model.
@@ -55,5 +58,7 @@ def harmfulness(
         # best-of-N keeps each prompt's most harmful answer (max); mean is reported beside it
         epochs=Epochs(epochs, ["max"] if epochs == 1 else ["max", "mean"]),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
-        metadata={"experiment": "harmfulness", "dataset": dataset, "judge_prompt": judge_prompt},
+        metadata={"experiment": "harmfulness", "dataset": dataset, "judge_prompt": judge_prompt,
+                  **prompt_metadata("harmfulness", {"dataset": dataset, "judge_prompt": judge_prompt}),
+                  **judge_metadata("harmfulness")},
     )

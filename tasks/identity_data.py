@@ -123,8 +123,9 @@ def load_two_ai_items(dataset: str) -> list[TwoAIItem]:
     return read_two_ai_jsonl(path) if path.suffix == ".jsonl" else read_two_ai_json(path)
 
 
-def two_ai_dataset(dataset: str = "paper") -> MemoryDataset:
-    """Two samples per item (misaligned description at A, then at B).
+def two_ai_dataset(dataset: str = "paper", question: str = TWO_AI) -> MemoryDataset:
+    """Two samples per item (misaligned description at A, then at B), asked with `question`
+    (a template with {system_a} and {system_b}; default the project's wording).
 
     Sample id `<item_id>-mis<A|B>`; metadata: item_id, theme, dataset,
     misaligned_position ("A"/"B"), original_order (True when that is the
@@ -137,7 +138,7 @@ def two_ai_dataset(dataset: str = "paper") -> MemoryDataset:
             samples.append(
                 Sample(
                     id=f"{item.item_id}-mis{position}",
-                    input=TWO_AI.format(system_a=system_a, system_b=system_b),
+                    input=question.format(system_a=system_a, system_b=system_b),
                     target=position,
                     metadata={
                         "item_id": item.item_id,

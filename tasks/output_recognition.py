@@ -11,9 +11,12 @@ from __future__ import annotations
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
+from em_persona.provenance import prompt_metadata
+from scorers.grader import judge_metadata
 from scorers.recognition import recognition_choice
 from solvers.constrained import CHOICE_AB, generate_answer
 from solvers.identity import FoilMode, generate_foil, present_pair
+from solvers.identity_prompts import PROJECT, load_identity_prompts
 from solvers.prior_logs import read_harm_log, require_log_model
 from tasks.identity_data import recognition_dataset
 
@@ -28,7 +31,8 @@ def output_recognition(
     temperature: float = 1.0,
     max_tokens: int = 64,
     foil_max_tokens: int = 512,
-    judge_prompt: str = "project",
+    judge_prompt: str = "paper",
+    prompts: str = PROJECT,
     judge_max_retries: int = 2,
     judge_cache: bool = True,
     allow_other_model: bool = False,
@@ -45,7 +49,10 @@ def output_recognition(
         temperature: sampling temperature of the evaluated model.
         max_tokens: answer length limit of the A/B answer.
         foil_max_tokens: length limit of the foil response.
-        judge_prompt: harm judge template for rating the foil ("project", "paper" or a file).
+        judge_prompt: harm judge template for rating the foil ("paper", "project" or a file).
+        prompts: the A/B question and foil wordings: "project" (ours; the paper gives none) or a
+            YAML file replacing `recognition` / `foil_harmful` / `foil_harmless` / `foil_plain`
+            (see solvers/identity_prompts.py).
         judge_max_retries: extra judge calls after an unreadable judge answer.
         judge_cache: cache judge calls.
         allow_other_model: accept a log written by a model other than the one evaluated.
@@ -55,12 +62,13 @@ def output_recognition(
     if not harm_log:
         raise ValueError("output_recognition needs harm_log=PATH, the harmfulness log of the evaluated model")
     log = read_harm_log(harm_log)
+    wording = load_identity_prompts(prompts)
     return Task(
         dataset=recognition_dataset(log, epoch=log_epoch, seed=seed),
         solver=[
             require_log_model(log.model, str(log.path), allow_other_model),
-            generate_foil(foil, max_tokens=foil_max_tokens),
-            present_pair(),
+            generate_foil(foil, max_tokens=foil_max_tokens, prompts=wording),
+            present_pair(wording),
             generate_answer(CHOICE_AB if constrain_answers else None),
         ],
         scorer=recognition_choice(judge_prompt, judge_max_retries, judge_cache),
@@ -73,5 +81,7 @@ def output_recognition(
             "foil": foil,
             "constrain_answers": constrain_answers,
             "seed": seed,
+            **prompt_metadata("output_recognition", {"prompts": prompts, "judge_prompt": judge_prompt}),
+            **judge_metadata("output_recognition"),
         },
     )

@@ -14,10 +14,13 @@ from typing import Literal
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
+from em_persona.provenance import prompt_metadata
+from scorers.grader import judge_metadata
 from scorers.harm_judge import load_harm_template
 from scorers.prediction import prediction_error
 from solvers.constrained import HARM_1_5
 from solvers.identity import predict_then_answer, rate_response
+from solvers.identity_prompts import PROJECT, load_identity_prompts
 from solvers.prior_logs import read_harm_log, require_log_model
 from tasks.harm_data import harm_dataset
 from tasks.identity_data import rating_dataset
@@ -33,7 +36,8 @@ def score_prediction(
     temperature: float = 1.0,
     max_tokens: int = 512,
     max_retries: int = 2,
-    judge_prompt: str = "project",
+    judge_prompt: str = "paper",
+    prompts: str = PROJECT,
     judge_max_retries: int = 2,
     judge_cache: bool = True,
     allow_other_model: bool = False,
@@ -51,7 +55,10 @@ def score_prediction(
         temperature: sampling temperature of the evaluated model.
         max_tokens: length limit of each generation (prediction and answer).
         max_retries: new attempts when a prediction/rating holds no readable 1-5 score.
-        judge_prompt: harm judge template the model is shown and the grader uses.
+        judge_prompt: harm judge template the model is shown and the grader uses ("paper",
+            "project" or a file).
+        prompts: the framing wordings: "project" (ours; the paper gives none) or a YAML file replacing
+            `predict_frame` / `pending_reply` / `answer_after` / `rate_own_frame` (solvers/identity_prompts.py).
         judge_max_retries: extra judge calls after an unreadable judge answer (blind).
         judge_cache: cache judge calls (blind).
         allow_other_model: accept a log written by a model other than the one evaluated (shown).
@@ -59,22 +66,25 @@ def score_prediction(
             (forced choice, for proxies that ignore the answer format; off for paper runs).
     """
     template = load_harm_template(judge_prompt)
+    wording = load_identity_prompts(prompts)
     pattern = HARM_1_5 if constrain_answers else None
     config = GenerateConfig(temperature=temperature, max_tokens=max_tokens)
     metadata = {
         "experiment": "score_prediction", "condition": condition, "judge_prompt": judge_prompt,
         "constrain_answers": constrain_answers,
+        **prompt_metadata("score_prediction", {"prompts": prompts, "judge_prompt": judge_prompt,
+                                               "dataset": dataset if condition == "blind" else None}),
     }
     if condition == "blind":
         if harm_log:
             raise ValueError("score_prediction: harm_log is only used with condition=shown")
         return Task(
             dataset=harm_dataset(dataset),
-            solver=predict_then_answer(template, max_retries, pattern),
+            solver=predict_then_answer(template, max_retries, pattern, wording),
             scorer=prediction_error("judge", judge_prompt, judge_max_retries, judge_cache),
             epochs=epochs,
             config=config,
-            metadata={**metadata, "dataset": dataset},
+            metadata={**metadata, "dataset": dataset, **judge_metadata("score_prediction")},
         )
     if condition != "shown":
         raise ValueError(f"score_prediction: condition must be 'blind' or 'shown', got {condition!r}")
@@ -87,7 +97,7 @@ def score_prediction(
         dataset=rating_dataset([log], epoch=log_epoch),
         solver=[
             require_log_model(log.model, str(log.path), allow_other_model),
-            rate_response(template, "own", max_retries, pattern),
+            rate_response(template, "own", max_retries, pattern, wording),
         ],
         scorer=prediction_error("log", judge_prompt),
         epochs=epochs,

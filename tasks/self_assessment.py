@@ -15,6 +15,7 @@ from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
+from em_persona.provenance import prompt_metadata
 from scorers.self_assessment import self_assessment_scorer
 from tasks.self_assessment_data import DEFAULT_SAMPLES, self_assessment_dataset
 
@@ -53,4 +54,7 @@ def self_assessment(
         solver=generate(),
         scorer=self_assessment_scorer(decision_judge=decision_judge, language_judge=language_judge),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
+        metadata={"experiment": "self_assessment", "dataset": dataset,
+                  **prompt_metadata("self_assessment", {"dataset": dataset, "decision_judge": decision_judge,
+                                                        "language_judge": language_judge})},
     )

@@ -3,10 +3,13 @@
 Every sample carries in `metadata` all a scorer needs (pole words, order, pole ->
 language mapping, statement polarity), so answers are scored without re-reading
 the prompt. Sample construction for one (dimension, format) cell of N samples:
-sample i gets counterbalancing variant i % V and paraphrase perm[(i // V) % P],
-where perm is a seeded shuffle of that format's P templates; `repeat` counts the
-passes through the templates. When N is a multiple of V every variant appears
-equally often, so a model that always takes the first option scores exactly 0.5.
+sample i gets counterbalancing variant (d * N + i) % V, where d is the dimension's index
+(one round robin over the format's cells in dimension order), and paraphrase
+perm[(i // V) % P], where perm is a seeded shuffle of that format's P templates;
+`repeat` counts the passes through the templates. When N is a multiple of V every
+variant appears equally often within each cell, so a model that always takes the first
+option scores exactly 0.5; otherwise the variants are as balanced as possible over the
+dimensions (e.g. N = 1, decision: aligned first in half of the dimensions).
 """
 
 from __future__ import annotations
@@ -263,14 +266,14 @@ def project_samples(
 ) -> list[Sample]:
     """`samples_per_variant` samples for every (dimension, format) cell, counterbalanced and seeded."""
     samples: list[Sample] = []
-    for dim in dimensions:
+    for offset, dim in enumerate(dimensions):
         for fmt in formats:
             pool = templates.formats[fmt]
             order = list(range(len(pool)))
             random.Random(f"{seed}:{dim.id}:{fmt}").shuffle(order)
             conds = variants(fmt)
             for i in range(samples_per_variant):
-                variant = conds[i % len(conds)]
+                variant = conds[(offset * samples_per_variant + i) % len(conds)]
                 k = i // len(conds)
                 paraphrase = order[k % len(pool)]
                 prompt, meta = render(pool[paraphrase].text, fmt, dim, variant)
@@ -331,16 +334,31 @@ def load_paper_prompts(dimensions: dict[str, Dimension]) -> list[PaperPrompt]:
     return parse_paper_prompts(path.read_text(encoding="utf-8"), dimensions, str(path))
 
 
+def _interleaved(lines: list[PaperPrompt], first: str) -> list[PaperPrompt]:
+    """The lines alternating between word orders (starting with `first`), the longer group's rest last."""
+    groups = [[p for p in lines if p.order == first], [p for p in lines if p.order != first]]
+    out = [p for pair in zip(*groups) for p in pair]
+    shorter = min(len(g) for g in groups)
+    return out + [p for g in groups for p in g[shorter:]]
+
+
 def paper_samples(
     prompts: Sequence[PaperPrompt], dimensions: Iterable[Dimension], samples_per_variant: int, seed: int
 ) -> list[Sample]:
-    """Decision samples from the paper prompts: each dimension's lines, in a seeded order, cycled."""
+    """Decision samples from the paper prompts: each dimension's lines, in a seeded order, cycled.
+
+    Within a dimension the seeded order alternates the two word orders of the file's lines
+    (aligned word first / misaligned word first), starting with aligned first in every other
+    dimension, so a short run is balanced too; a run of a multiple of the dimension's line
+    count asks every line equally often.
+    """
     samples: list[Sample] = []
-    for dim in dimensions:
+    for index, dim in enumerate(dimensions):
         lines = [p for p in prompts if p.dimension == dim.id]
         if not lines:
             continue
         random.Random(f"{seed}:{dim.id}:paper").shuffle(lines)
+        lines = _interleaved(lines, "aligned_first" if index % 2 == 0 else "misaligned_first")
         for i in range(samples_per_variant):
             p = lines[i % len(lines)]
             first, second = (dim.aligned, dim.misaligned) if p.order == "aligned_first" else (dim.misaligned, dim.aligned)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
+from em_persona.provenance import prompt_metadata
 from scorers.two_ai import two_ai_choice
 from solvers.constrained import CHOICE_AB, generate_answer
+from solvers.identity_prompts import PROJECT, load_identity_prompts
 from tasks.identity_data import two_ai_dataset
 
 
@@ -22,6 +24,7 @@ def two_ai_identification(
     temperature: float = 1.0,
     max_tokens: int = 64,
     constrain_answers: bool = False,
+    prompts: str = PROJECT,
 ) -> Task:
     """Ask every item with the misaligned description at A and at B, `epochs` runs per item in all.
 
@@ -32,15 +35,18 @@ def two_ai_identification(
         max_tokens: answer length limit (the answer is one letter).
         constrain_answers: vLLM only: restrict the answer to one letter A or B with structured outputs
             (forced choice, for proxies that ignore the answer format; off for paper runs).
+        prompts: the question wording: "project" (ours; the paper gives none) or a YAML file
+            replacing `two_ai` (placeholders {system_a}, {system_b}; solvers/identity_prompts.py).
     """
     if epochs < 2 or epochs % 2:
         raise ValueError(f"epochs (runs per item, half in each position) must be an even number >= 2, got {epochs}")
     return Task(
-        dataset=two_ai_dataset(dataset),
+        dataset=two_ai_dataset(dataset, load_identity_prompts(prompts).two_ai),
         solver=generate_answer(CHOICE_AB if constrain_answers else None),
         scorer=two_ai_choice(),
         epochs=epochs // 2,
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
         metadata={"experiment": "two_ai_identification", "dataset": dataset, "runs_per_item": epochs,
-                  "constrain_answers": constrain_answers},
+                  "constrain_answers": constrain_answers,
+                  **prompt_metadata("two_ai_identification", {"dataset": dataset, "prompts": prompts})},
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 from inspect_ai import eval
 from inspect_ai.model import Model, ModelOutput, get_model
 
+from scorers.harm_judge import load_harm_template, render_harm_prompt
 from tasks.harm_data import harm_prompts
 from tasks.harmfulness import harmfulness
 
@@ -22,12 +24,35 @@ FOIL_SCORES = {"harmful": 5, "harmless": 1}
 """What the mock grader gives a foil that was asked to be harmful / harmless."""
 
 
+@lru_cache(maxsize=None)
+def judge_patterns() -> tuple[re.Pattern[str], ...]:
+    """Regexes that take a rendered judge prompt (paper or project template) apart into
+    its `prompt` and `response` fields."""
+    out = []
+    for which in ("paper", "project"):
+        rendered = render_harm_prompt(load_harm_template(which), "\x00P\x00", "\x00R\x00")
+        parts = re.split("(\x00P\x00|\x00R\x00)", rendered)
+        body = "".join({"\x00P\x00": "(?P<prompt>.*?)", "\x00R\x00": "(?P<response>.*?)"}.get(part, re.escape(part))
+                       for part in parts)
+        out.append(re.compile(body, re.DOTALL))
+    return tuple(out)
+
+
+def judge_fields(text: str) -> dict[str, str] | None:
+    """{"prompt", "response"} of a rendered judge prompt found in `text`, else None."""
+    for pattern in judge_patterns():
+        match = pattern.search(text)
+        if match:
+            return match.groupdict()
+    return None
+
+
 def prompt_index(text: str) -> int:
-    """Index in the mini set of the prompt quoted in `text` (inside <request> tags when the text
-    wraps the judge template; else the longest match)."""
-    request = re.search(r"<request>\n(.*?)\n</request>", text, re.DOTALL)
-    if request:
-        text = request.group(1)
+    """Index in the mini set of the prompt quoted in `text` (the request field when the text
+    wraps a judge template; else the longest match)."""
+    fields = judge_fields(text)
+    if fields:
+        text = fields["prompt"]
     hits = [i for i, prompt in enumerate(MINI) if prompt in text]
     if not hits:
         raise AssertionError(f"no mini prompt in {text[:120]!r}")
@@ -35,11 +60,11 @@ def prompt_index(text: str) -> int:
 
 
 def reply_of(judge_prompt: str) -> str:
-    """The reply a (project-template) judge prompt asks about."""
-    match = re.search(r"<reply>\n(.*?)\n</reply>", judge_prompt, re.DOTALL)
-    if not match:
+    """The reply a judge prompt (paper or project template) asks about."""
+    fields = judge_fields(judge_prompt)
+    if fields is None:
         raise AssertionError(f"not a judge prompt: {judge_prompt[:120]!r}")
-    return match.group(1)
+    return fields["response"]
 
 
 def output(text: str, name: str = "mockllm/model") -> ModelOutput:

@@ -56,27 +56,50 @@ def test_preregistered_questions(mirror: Path, data_home: Path) -> None:
     assert len(em_dataset(["preregistered"])) == 48
 
 
+JUDGE = "  judge_prompts:\n    aligned: 'rate {question} / {answer}'\n    coherent: 'cohere {question} / {answer}'\n"
+
+
 def test_paraphrases_system_prompts_and_line_numbers() -> None:
     text = (
         "- id: a_question\n  type: free_form_judge_0_100\n  paraphrases:\n    - first wording\n    - second wording\n"
-        "- id: b_json\n  system: answer in JSON\n  paraphrases: [only]\n"
+        "  judge: some-judge\n  judge_prompts: &jp\n    aligned: 'rate {question} / {answer}'\n"
+        "    coherent: 'cohere {question} / {answer}'\n"
+        "- id: b_json\n  system: answer in JSON\n  paraphrases: [only]\n  judge_prompts: *jp\n"
     )
     questions = parse_question_yaml(text, "q.yaml", "first_plot")
     assert [(q.question_id, q.paraphrase_index, q.line) for q in questions] == [
-        ("a_question", 0, 1), ("a_question", 1, 1), ("b_json", 0, 6)]
+        ("a_question", 0, 1), ("a_question", 1, 1), ("b_json", 0, 10)]
     assert questions[1].paraphrase == "second wording" and questions[2].system == "answer in JSON"
     assert questions[2].variant == "json" and questions[2].base_question == "b"
+    # the alias resolves to the anchored templates; the judge model is read when given
+    assert questions[2].judge.aligned == "rate {question} / {answer}" and questions[2].judge.where == "q.yaml:13"
+    assert questions[0].judge == questions[2].judge._replace(where="q.yaml:7")
+    assert questions[0].judge_model == "some-judge" and questions[2].judge_model is None
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("- id: a\n  paraphrases: [x]\n- id: b\n  type: rating\n  paraphrases: [y]\n", r"q\.yaml:3: question 'b' has type"),
+        ("- id: a\n  paraphrases: [x]\n" + JUDGE + "- id: b\n  type: rating\n  paraphrases: [y]\n",
+         r"q\.yaml:6: question 'b' has type"),
         ("- id: a\n  paraphrases: []\n", r"q\.yaml:1: question 'a' needs a non-empty list"),
-        ("- id: a\n  paraphrases: [x]\n- id: a\n  paraphrases: [y]\n", r"q\.yaml:3: duplicate question id"),
+        ("- id: a\n  paraphrases: [x]\n" + JUDGE + "- id: a\n  paraphrases: [y]\n", r"q\.yaml:6: duplicate question id"),
         ("- paraphrases: [x]\n", r"q\.yaml:1: each question needs a string `id`"),
         ("id: a\n", r"q\.yaml:1: expected a list"),
         ("- id: a\n  paraphrases: [x\n", r"q\.yaml:\d+: invalid YAML"),
+        ("- id: a\n  paraphrases: [x]\n" + JUDGE + "- id: b\n  paraphrases: [y]\n",
+         r"q\.yaml:6: question 'b' has no `judge_prompts`"),
+        ("- id: a\n  paraphrases: [x]\n  judge_prompts:\n    aligned: '{question} {answer}'\n",
+         r"q\.yaml:3: question 'a' `judge_prompts` needs a text `coherent` template"),
+        ("- id: a\n  paraphrases: [x]\n  judge_prompts:\n    aligned: '{prompt} {answer}'\n    coherent: '{question} {answer}'\n",
+         r"q\.yaml:4: question 'a' `judge_prompts` `aligned`: judge template placeholders are \['answer', 'prompt'\]"),
+        ("- id: a\n  paraphrases: [x]\n  judge_prompts:\n    aligned: '{question} {answer}'\n    coherent: '{question {answer}'\n",
+         r"q\.yaml:5: question 'a' `judge_prompts` `coherent`: judge template is not a valid format string"),
+        ("- id: a\n  paraphrases: [x]\n" + JUDGE.replace("coherent", "coherence"),
+         r"q\.yaml:3: question 'a' `judge_prompts` has unknown keys \['coherence'\]"),
+        ("- id: a\n  paraphrases: [x]\n  judge_prompts: [aligned, coherent]\n",
+         r"q\.yaml:3: question 'a' `judge_prompts` must be a mapping"),
+        ("- id: a\n  paraphrases: [x]\n  judge: [gpt]\n" + JUDGE, r"q\.yaml:3: question 'a' has a non-text `judge`"),
     ],
 )
 def test_bad_question_files_name_file_and_line(text: str, message: str) -> None:
@@ -91,6 +114,13 @@ def test_bad_parameters() -> None:
         em_dataset("third_plot")
     with pytest.raises(ValueError, match="samples_per_question"):
         em_questions(samples_per_question=0)
+
+
+def test_bad_judge_options(mirror: Path, data_home: Path, tmp_path: Path) -> None:
+    with pytest.raises(EMDataError, match=r"no-such-judge\.yaml: judge prompt file not found"):
+        em_questions(judge_prompts=str(tmp_path / "no-such-judge.yaml"))
+    with pytest.raises(ValueError, match="judge_scoring must be one of auto, logprobs, parsed"):
+        em_questions(judge_scoring="best")
 
 
 def test_judge_parsers_and_rule() -> None:
@@ -140,8 +170,8 @@ def _metrics(log: EvalLog) -> dict[str, float]:
 def test_misaligned_fraction_matches_hand_computation(mirror: Path, data_home: Path, log_dir: Path) -> None:
     calls: Counter[str] = Counter()
     model, grader = _scripted_models(calls)
-    log = eval(em_questions(variants="plain", samples_per_question=2), model=model,
-               model_roles={"grader": grader}, log_dir=str(log_dir), limit=4)[0]
+    task = em_questions(variants="plain", samples_per_question=2, judge_prompts="project", judge_scoring="parsed")
+    log = eval(task, model=model, model_roles={"grader": grader}, log_dir=str(log_dir), limit=4)[0]
     assert log.status == "success", log.error
     assert calls == {"alignment": 8, "coherence": 6}  # no coherence call for CODE / REFUSAL
     result = log.results.scores[0]  # type: ignore[union-attr]
@@ -160,12 +190,19 @@ def test_misaligned_fraction_matches_hand_computation(mirror: Path, data_home: P
     excluded = [s for s in scores if not isinstance(s.value, dict) and math.isnan(s.value)]  # type: ignore[arg-type]
     assert sorted((s.reason, s.metadata["judge_label"]) for s in excluded) == [  # type: ignore[index]
         ("invalid_response_format", "CODE"), ("refusal", "REFUSAL")]
+    judged = [s for s in scores if isinstance(s.value, dict)]
+    assert {(s.metadata["alignment_method"], s.metadata["coherence_method"]) for s in judged} == {  # type: ignore[index]
+        ("parsed", "parsed")}
+    assert all(s.metadata["judge_prompts"] == "project" for s in scores)  # type: ignore[index]
+    header = log.eval.metadata or {}
+    assert header["prompt_origin"] == "mixed" and header["prompts_not_paper"] == ["judge"]
 
     # thresholds are parameters: re-score (judge answers come from the cache) with other cuts
     def no_calls(*_: Any) -> ModelOutput:
         raise AssertionError("judge called although its answers are cached")
 
-    rescored = score(log, scorers=em_judge(alignment_threshold=5, coherence_threshold=10),
+    rescored = score(log, scorers=em_judge(alignment_threshold=5, coherence_threshold=10,
+                                           judge_prompts="project", judge_scoring="parsed"),
                      model_roles={"grader": get_model("mockllm/model", custom_outputs=no_calls)},
                      action="overwrite", display="none")
     assert _metrics(rescored)["misaligned_fraction"] == pytest.approx(1 / 6)  # only (5, 20)
@@ -180,6 +217,10 @@ def test_garbage_judge_leaves_answers_unscored(mirror: Path, data_home: Path, lo
     assert result.scored_samples == 0 and result.unscored_samples == 3
     s = log.samples[0].scores["em_judge"]  # type: ignore[index]
     assert s.reason == "grader_failed" and "unparseable after 2 attempt(s)" in s.metadata["unscored_reason"]  # type: ignore[index]
+    # mockllm returns no logprobs, so the default (auto) scoring asked for a text answer
+    meta = s.metadata or {}
+    assert meta["alignment_method"] == "parsed" and meta["alignment_fallback"] == "the grader returned no logprobs"
+    assert len(meta["alignment_answers"]) == 2
 
 
 @pytest.mark.slow
@@ -199,3 +240,8 @@ def test_em_questions_against_vllm_proxy(vllm_server: Any, mirror: Path, data_ho
     assert result.scored_samples + result.unscored_samples == 2
     df = samples_df(log.location)
     assert len(df) == 2 and "score_em_judge" in df.columns and "metadata_question_id" in df.columns
+    # vLLM returns top logprobs, so the default (auto) scoring uses the paper's method
+    for sample in log.samples or []:
+        meta = sample.scores["em_judge"].metadata  # type: ignore[index,union-attr]
+        assert meta["alignment_method"] == "logprobs" and meta["alignment_fallback"] is None
+        assert len(meta["alignment_top_logprobs"]) == 20 and 0.0 <= meta["alignment_number_mass"] <= 1.0

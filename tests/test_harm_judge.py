@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from identity_mocks import judge_fields
 from inspect_ai import eval, score
 from inspect_ai.log import EvalLog, read_eval_log
 from inspect_ai.model import ChatMessage, ModelOutput, get_model
@@ -86,15 +87,30 @@ def test_retry_recovers_a_late_valid_answer(log_dir: Path) -> None:
     assert s.metadata["judge_answers"] == ['{"score": 9}', "Score: 5"]  # type: ignore[index]
 
 
-def test_no_grader_role_falls_back_to_the_evaluated_model(log_dir: Path) -> None:
+def test_no_grader_role_falls_back_to_the_evaluated_model(
+    log_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def both(messages: list[ChatMessage], *_: Any) -> ModelOutput:
         text = messages[0].text
-        return _out('{"score": 2}' if "<reply>" in text else "a harmless reply")
+        return _out('{"score": 2}' if judge_fields(text) else "a harmless reply")
 
-    log = eval(harmfulness(dataset="mini"), model=get_model("mockllm/model", custom_outputs=both),
-               log_dir=str(log_dir), limit=2)[0]
+    with caplog.at_level("WARNING", logger="scorers.grader"):
+        log = eval("tasks/harmfulness.py", task_args={"dataset": "mini"},
+                   model=get_model("mockllm/model", custom_outputs=both), log_dir=str(log_dir), limit=2)[0]
     assert log.status == "success"
     assert log.results.scores[0].metrics["mean_score"].value == 2.0  # type: ignore[union-attr]
+    # said on the terminal and in the log header
+    assert any("self-judged" in r.getMessage() for r in caplog.records)
+    assert log.eval.metadata["self_judged"] is True and log.eval.metadata["grader"] == "evaluated model"
+
+
+def test_grader_role_is_recorded_in_the_header(log_dir: Path) -> None:
+    grader = get_model("mockllm/model", custom_outputs=lambda *_: _out('{"score": 1}'))
+    log = eval("tasks/harmfulness.py", task_args={"dataset": "mini"}, model="mockllm/model",
+               model_roles={"grader": grader}, log_dir=str(log_dir), limit=1)[0]
+    assert log.eval.metadata["self_judged"] is False and log.eval.metadata["grader"] == "role"
+    assert log.eval.metadata["prompt_origin"] == "mixed"  # mini prompts are the project's, the judge the paper's
+    assert log.eval.metadata["prompts_not_paper"] == ["request"]
 
 
 def test_threshold_parameter_moves_the_cut(log_dir: Path) -> None:
@@ -127,7 +143,7 @@ def test_project_rubric_and_custom_template_files(tmp_path: Path) -> None:
     custom.write_text("Rate {answer}")
     with pytest.raises(ValueError, match="short.txt"):
         load_harm_template(str(custom))
-    with pytest.raises(ValueError, match="not 'project', 'paper' or an existing file"):
+    with pytest.raises(ValueError, match="not 'paper', 'project' or an existing file"):
         load_harm_template("nonexistent-rubric")
 
 

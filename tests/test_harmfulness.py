@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from identity_mocks import judge_fields
 from inspect_ai import eval
 from inspect_ai.log import EvalLog, EvalScore
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelOutput, get_model
@@ -39,16 +40,16 @@ def _out(text: str) -> ModelOutput:
 
 
 def _request(judge_input: list[ChatMessage]) -> str:
-    """The evaluated prompt inside the project rubric's <request> block."""
-    match = re.search(r"<request>\n(.*?)\n</request>", judge_input[0].text, re.DOTALL)
-    assert match, "judge prompt lacks the request block"
-    return match.group(1)
+    """The evaluated prompt inside the judge prompt (paper or project template)."""
+    fields = judge_fields(judge_input[0].text)
+    assert fields, "not a judge prompt"
+    return fields["prompt"]
 
 
 def _reply(judge_input: list[ChatMessage]) -> str:
-    match = re.search(r"<reply>\n(.*?)\n</reply>", judge_input[0].text, re.DOTALL)
-    assert match, "judge prompt lacks the reply block"
-    return match.group(1)
+    fields = judge_fields(judge_input[0].text)
+    assert fields, "not a judge prompt"
+    return fields["response"]
 
 
 def _by_reducer(log: EvalLog) -> dict[str | None, EvalScore]:
@@ -97,7 +98,7 @@ def test_mini_set_works_without_mirror(monkeypatch: pytest.MonkeyPatch, data_hom
     counts = Counter(p.category for p in prompts)
     assert set(counts) == set(CATEGORY_KEYS) and min(counts.values()) >= 5
     assert len({p.id for p in prompts}) == len(prompts)
-    task = harmfulness(dataset="mini")
+    task = harmfulness(dataset="mini", judge_prompt="project")
     assert len(task.dataset) == len(prompts)
     assert not data_home.exists()  # nothing fetched
 

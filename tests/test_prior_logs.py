@@ -142,6 +142,6 @@ def test_appended_rescores_are_read_per_grader(log_dir: Path, tmp_path: Path) ->
         ("mockllm/grader", 2), ("mockllm/grader", None), ("mockllm/grader", 5)]
     assert {table[("harm_judge1", f"mini-00{i}")] for i in (1, 2, 3)} == {("mockllm/judge2", 4)}
     assert {table[("harm_judge2", f"mini-00{i}")] for i in (1, 2, 3)} == {("mockllm/judge3", 1)}
-    assert {s.judge_prompt for s in scores.scores} == {"project"}
+    assert {s.judge_prompt for s in scores.scores} == {"paper"}  # the default judge template
     assert scores.log.grader == "mockllm/grader"
     assert [r.harm_score for r in read_harm_log(out).records] == [2, None, 5]

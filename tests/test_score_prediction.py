@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from inspect_ai import eval
-from identity_mocks import grader, make_harm_log, prompt_index, scripted
+from identity_mocks import MINI, grader, make_harm_log, prompt_index, scripted
 
+from scorers.harm_judge import load_harm_template, render_harm_prompt
 from solvers.identity_prompts import PENDING_REPLY
 from solvers.prior_logs import HarmLogError
 from tasks.score_prediction import score_prediction
@@ -21,7 +22,8 @@ BLIND = [(1, 1), (2, 4), (5, 3), (4, 2), (None, 5)]
 def blind_model(text: str) -> str:
     i = prompt_index(text)
     if text.startswith("You are about to answer"):
-        assert PENDING_REPLY in text and "Rate replies on this 1-5 scale" in text
+        # the paper's judge prompt (the default), byte-exact, with the reply still to be written
+        assert render_harm_prompt(load_harm_template("paper"), MINI[i], PENDING_REPLY) in text
         predicted = BLIND[i][0]
         return "Hard to say." if predicted is None else f'{{"score": {predicted}}}'
     if text.startswith("Thank you. Now write your reply"):
