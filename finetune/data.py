@@ -4,7 +4,8 @@ Rows come from the data registry (Betley JSONL, model-organisms gzip JSONL, Hugg
 datasets exported by the registry's ``kind: hf`` sources) or from a local JSONL path.
 Every row of the file is validated before anything trains: it must be
 ``{"messages": [...]}`` with at least one user and one assistant turn, the last turn the
-assistant's, and non-empty text in every turn. Problems are reported as ``file:line``.
+assistant's, and non-empty text in every turn. Problems are reported as ``file:line``
+(with the character column for bad JSON and bytes that are not UTF-8).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 import os
 import random
 import re
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from em_persona.registry import file_sha256
 from finetune.config import DataSpec
@@ -124,40 +127,73 @@ def validate_row(obj: Any) -> str | None:
     return None
 
 
-def _open_text(path: Path):
+def _open_binary(path: Path) -> BinaryIO:
     with path.open("rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def _numbered_lines(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes without the line break), counting \\n, \\r\\n and a lone \\r as breaks."""
+    lineno = 0
+    for raw in f:
+        body = raw[:-1] if raw.endswith(b"\n") else raw
+        if body.endswith(b"\r"):
+            body = body[:-1]
+        for piece in body.split(b"\r"):
+            lineno += 1
+            yield lineno, piece
+
+
+def _line_problem(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The row a line holds, or why it holds none. Columns count characters, from 1."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        column = len(raw[: exc.start].decode("utf-8")) + 1
+        return None, (
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column} ({exc.reason}); "
+            "save the file as UTF-8"
+        )
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        where = f"column {exc.pos + 1}" + (", at the end of the line" if exc.pos >= len(line.rstrip()) else "")
+        return None, f"bad JSON: {exc.msg} ({where})"
+    problem = validate_row(obj)
+    if problem is not None:
+        return None, problem
+    return {"messages": [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]}, None
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Read and validate every row of a JSONL / gzip-JSONL file; raise DataError listing file:line problems."""
+    """Read and validate every row of a JSONL / gzip-JSONL file; raise DataError listing file:line problems.
+
+    Every line is checked (bad bytes, bad JSON, bad rows) before the first MAX_REPORTED_ERRORS
+    problems are reported; line numbers count \\n, \\r\\n and \\r breaks, columns count characters.
+    """
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
     n_errors = 0
+    lineno = 0
     try:
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
+        with _open_binary(path) as f:
+            for lineno, raw in _numbered_lines(f):
+                if not raw.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    problem: str | None = f"bad JSON: {exc.msg} (column {exc.colno})"
-                else:
-                    problem = validate_row(obj)
+                row, problem = _line_problem(raw)
                 if problem is not None:
                     n_errors += 1
                     if len(errors) < MAX_REPORTED_ERRORS:
                         errors.append(f"{path}:{lineno}: {problem}")
                     continue
-                rows.append(
-                    {"messages": [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]}
-                )
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read training data: {exc}") from exc
+                assert row is not None
+                rows.append(row)
+    except (OSError, EOFError, zlib.error) as exc:
+        listed = "".join(f"\n{e}" for e in errors)
+        raise DataError(f"{path}: cannot read training data after line {lineno}: {exc}{listed}") from exc
     if n_errors:
         more = f"\n... and {n_errors - len(errors)} more" if n_errors > len(errors) else ""
         raise DataError(

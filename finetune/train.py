@@ -6,11 +6,18 @@ adapter that is already finished with the same settings, trains in a work folder
 then saves the adapter into a temporary folder, checks that vLLM can serve it, writes
 ``manifest.json`` and renames the folder to ``<out>/<name>``. A stage after the first
 starts from the previous stage's adapter weights.
+
+A run may take several interrupted segments: each segment's steps, tokens and time are
+kept in the work folder (``segments.json``, rewritten atomically after every step), and
+the manifest sums them. What a kill leaves behind (a half-written checkpoint, the
+temporary or replaced adapter folder, a work folder whose adapter was already published)
+is removed by the next run, under the stage's lock.
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import importlib.util
 import json
@@ -21,6 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +49,8 @@ from finetune.data import TrainingData, load_training_data
 MANIFEST = "manifest.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FINGERPRINT = "fingerprint.json"
+SEGMENTS = "segments.json"
+TRAINER_STATE = "trainer_state.json"
 _VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "unsloth", "bitsandbytes")
 
 
@@ -276,6 +288,7 @@ def _sft_args(config: FinetuneConfig, work: Path, precision: str):
         save_total_limit=t.save_total_limit,
         save_only_model=False,
         report_to=[],
+        include_num_input_tokens_seen="non_padding",  # kept in checkpoints, so it survives a resume
         disable_tqdm=False,
         dataloader_num_workers=0,
         packing=False,
@@ -306,28 +319,215 @@ def _loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for entry in log_history:
         if "loss" in entry and "step" in entry:
             point = {"step": int(entry["step"]), "loss": float(entry["loss"])}
-            for key in ("learning_rate", "grad_norm", "num_tokens"):
+            for key in ("learning_rate", "grad_norm"):
                 if key in entry:
                     point[key] = float(entry[key])
+            # the trainer's count is restored from a checkpoint; trl's own restarts at 0 on resume
+            if entry.get("num_input_tokens_seen"):
+                point["num_tokens"] = float(entry["num_input_tokens_seen"])
             curve.append(point)
     return curve
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+def _write_json_atomic(path: Path, payload: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or not valid JSON (a kill mid-write)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _complete_checkpoint(folder: Path, step: int) -> bool:
+    """The trainer writes trainer_state.json last, so a checkpoint without a valid one is partial."""
+    state = _read_json(folder / TRAINER_STATE)
+    return isinstance(state, dict) and state.get("global_step") == step
 
 
 def _last_checkpoint(work: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete `checkpoint-N` in the work folder; newer partial ones are removed."""
     if not work.is_dir():
         return None
-    last = get_last_checkpoint(str(work))
-    return Path(last) if last else None
+    found = []
+    for folder in work.iterdir():
+        name = folder.name
+        if folder.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
+            found.append((int(name[len("checkpoint-"):]), folder))
+    for step, folder in sorted(found, reverse=True):
+        if _complete_checkpoint(folder, step):
+            return folder
+        print(f"[finetune] {folder}: incomplete (killed while saving); removing it", file=sys.stderr)
+        shutil.rmtree(folder)
+    return None
+
+
+# --------------------------------------------------------------------------- leftovers and locking
+
+
+def _discard(path: Path, out: Path, name: str) -> None:
+    """Take a folder out of view at once (rename to `.<name>.trash-*`), then delete it."""
+    if not path.exists():
+        return
+    trash = out / f".{name}.trash-{os.getpid()}-{time.monotonic_ns()}"
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _clean_leftovers(out: Path, name: str, published: dict[str, Any] | None) -> None:
+    """Remove what a run killed while publishing left behind; called under the stage's lock.
+
+    `.<name>.tmp-*` (an adapter being saved), `.<name>.trash-*` / `.<name>.old-*` (folders
+    being deleted) are never in use outside the lock; the work folder goes when the
+    published adapter came from it (same run id), since its checkpoints are then spent.
+    """
+    prefix = glob.escape(f".{name}.")
+    for kind in ("tmp-", "trash-", "old-"):
+        for stale in out.glob(f"{prefix}{kind}*"):
+            print(f"[finetune] {stale}: left by an interrupted run; removing it", file=sys.stderr)
+            shutil.rmtree(stale, ignore_errors=True)
+    work = out / f".{name}.work"
+    if published is None or not work.is_dir():
+        return
+    state = _read_json(work / FINGERPRINT)
+    run_id = state.get("run_id") if isinstance(state, dict) else None
+    if run_id is not None and run_id == (published.get("train") or {}).get("run_id"):
+        print(f"[finetune] {work}: its adapter is already published; removing the work folder", file=sys.stderr)
+        _discard(work, out, name)
+
+
+@contextmanager
+def _stage_lock(out: Path, name: str) -> Iterator[None]:
+    """Hold `<out>/.<name>.lock` exclusively; the file is removed on release.
+
+    A waiter can wake holding a lock on a file its previous holder already unlinked, while
+    a newcomer locks a fresh file at the same path; so after locking, the path must still
+    be the locked file, else the lock is taken again.
+    """
+    path = out / f".{name}.lock"
+    while True:
+        lock = open(path, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(current, os.fstat(lock.fileno())):
+                break
+        except BaseException:
+            lock.close()
+            raise
+        lock.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        lock.close()
+
+
+# --------------------------------------------------------------------------- segments
+
+
+class SegmentLedger:
+    """Steps, tokens and seconds of each `train()` call (segment) of one stage's run.
+
+    Kept in `<work>/segments.json` and rewritten atomically after every optimiser step, so
+    a killed segment still counts up to its last step. `tokens` are the non-padding input
+    tokens the trainer counted (`state.num_input_tokens_seen`, restored on resume).
+    """
+
+    def __init__(self, path: Path, resumed_from: str | None) -> None:
+        self.path = path
+        self.resumed_from = resumed_from
+        previous = _read_json(path) if path.exists() else []
+        self.complete = isinstance(previous, list)
+        if not self.complete:
+            print(f"[finetune] {path}: unreadable; earlier segments are not counted", file=sys.stderr)
+            previous = []
+        for seg in previous:
+            if seg.get("status") == "running":  # its process died without a word
+                seg["status"] = "killed"
+        self.segments: list[dict[str, Any]] = previous
+        self.current: dict[str, Any] | None = None
+        self._t0 = 0.0
+        self._tokens0 = 0
+
+    def begin(self, step: int, tokens_seen: int) -> None:
+        self._t0 = time.monotonic()
+        self._tokens0 = tokens_seen
+        self.current = {
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resumed_from": self.resumed_from,
+            "start_step": step,
+            "end_step": step,
+            "runtime_s": 0.0,
+            "tokens": 0,
+            "status": "running",
+        }
+        self.segments.append(self.current)
+        self._save()
+
+    def update(self, step: int, tokens_seen: int, status: str = "running") -> None:
+        if self.current is None or self.current["status"] != "running":
+            return
+        self.current.update(
+            end_step=step,
+            runtime_s=round(time.monotonic() - self._t0, 3),
+            tokens=int(tokens_seen - self._tokens0),
+            status=status,
+        )
+        self._save()
+
+    def totals(self) -> dict[str, Any]:
+        runtime = round(sum(float(seg["runtime_s"]) for seg in self.segments), 3)
+        tokens = int(sum(int(seg["tokens"]) for seg in self.segments))
+        return {"runtime_s": runtime, "tokens_processed": tokens}
+
+    def callback(self) -> Any:
+        """A transformers TrainerCallback feeding this ledger."""
+        from transformers import TrainerCallback
+
+        ledger = self
+
+        class _LedgerCallback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                ledger.begin(state.global_step, state.num_input_tokens_seen)
+
+            def on_step_end(self, args, state, control, **kw):
+                ledger.update(state.global_step, state.num_input_tokens_seen)
+
+            def on_train_end(self, args, state, control, **kw):
+                ledger.update(state.global_step, state.num_input_tokens_seen, "finished")
+
+        return _LedgerCallback()
+
+    def _save(self) -> None:
+        _write_json_atomic(self.path, self.segments)
+
+
+def _open_work(work: Path, fingerprint: str, name: str) -> str:
+    """Create or reuse the work folder of `fingerprint`; returns the run id its checkpoints belong to."""
+    fp_file = work / FINGERPRINT
+    state = _read_json(fp_file) if fp_file.is_file() else None
+    if work.is_dir() and (not isinstance(state, dict) or state.get("fingerprint") != fingerprint):
+        print(f"[finetune] {work}: checkpoints are from other settings; starting over", file=sys.stderr)
+        shutil.rmtree(work)
+        state = None
+    run_id = (state or {}).get("run_id") or uuid.uuid4().hex
+    work.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(fp_file, {"fingerprint": fingerprint, "stage": name, "run_id": run_id})
+    return run_id
 
 
 def _train_stage(
@@ -345,17 +545,9 @@ def _train_stage(
     stage = config.stages[index]
     target = out / stage.name
     work = out / f".{stage.name}.work"
-    fp_file = work / FINGERPRINT
-    if work.is_dir():
-        old = json.loads(fp_file.read_text()).get("fingerprint") if fp_file.is_file() else None
-        if old != fingerprint:
-            print(f"[finetune] {work}: checkpoints are from other settings; starting over", file=sys.stderr)
-            shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(fp_file, {"fingerprint": fingerprint, "stage": stage.name})
-
-    for stale in out.glob(f".{stage.name}.tmp-*"):  # left by a run killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
+    run_id = _open_work(work, fingerprint, stage.name)
+    resume = _last_checkpoint(work)
+    ledger = SegmentLedger(work / SEGMENTS, resume.name if resume else None)
     backend = choose_backend(config.backend)
     precision = resolve_precision(config.train.precision)
     if backend == "unsloth":  # unsloth patches transformers/trl, so it is built before they load
@@ -374,12 +566,10 @@ def _train_stage(
         args=_sft_args(config, work, precision),
         train_dataset=datasets.Dataset.from_list(data.rows),
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=[ledger.callback(), *callbacks],
     )
-    resume = _last_checkpoint(work)
     if resume is not None:
         print(f"[finetune] {stage.name}: resuming from {resume.name}", file=sys.stderr)
-    t0 = time.monotonic()
     rows_trained = len(trainer.train_dataset)
     if rows_trained < len(data.rows):
         print(
@@ -387,11 +577,16 @@ def _train_stage(
             f"assistant token within max_length={config.train.max_length} and are not trained on",
             file=sys.stderr,
         )
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    wall = time.monotonic() - t0
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except BaseException:
+        ledger.update(trainer.state.global_step, trainer.state.num_input_tokens_seen, "interrupted")
+        raise
     curve = _loss_curve(trainer.state.log_history)
-    tokens = max((p.get("num_tokens", 0.0) for p in curve), default=0.0)
-    runtime = float(result.metrics.get("train_runtime", wall))
+    # Tokens the adapter was trained on (each step once); None where the trainer did not count.
+    tokens = int(trainer.state.num_input_tokens_seen) or None
+    totals = ledger.totals()
+    runtime, processed = totals["runtime_s"], totals["tokens_processed"]
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{stage.name}.tmp-", dir=out))
     try:
@@ -426,10 +621,14 @@ def _train_stage(
             "lora": {k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "lora_dropout", "use_rslora", "target_modules")},
             "train": {
                 "global_steps": int(trainer.state.global_step),
-                "runtime_s": round(runtime, 3),
-                "tokens": int(tokens),
-                "tokens_per_s": round(tokens / runtime, 3) if runtime > 0 and tokens else None,
+                "runtime_s": runtime,
+                "tokens": tokens,
+                "tokens_processed": processed if tokens is not None else None,
+                "tokens_per_s": round(processed / runtime, 3) if runtime > 0 and tokens else None,
                 "resumed_from": resume.name if resume else None,
+                "segments": ledger.segments,
+                "segments_complete": ledger.complete,
+                "run_id": run_id,
                 "final_loss": curve[-1]["loss"] if curve else None,
             },
             "fingerprint": fingerprint,
@@ -439,15 +638,16 @@ def _train_stage(
         tmp.chmod(0o755)
         for f in tmp.iterdir():
             f.chmod(0o644)
+        replaced = out / f".{stage.name}.old-{os.getpid()}-{time.monotonic_ns()}"
         if target.exists():
-            trash = out / f".{stage.name}.old-{os.getpid()}"
-            target.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            target.rename(replaced)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(work, ignore_errors=True)
+    # A kill from here on leaves only leftovers that the next run removes (_clean_leftovers).
+    shutil.rmtree(replaced, ignore_errors=True)
+    _discard(work, out, stage.name)
     return manifest
 
 
@@ -481,30 +681,25 @@ def finetune(
         init_sha = history[-1]["adapter_sha256"] if history else None
         fingerprint = _fingerprint(config, index, data, init_sha)
         target = out / stage.name
-        lock_path = out / f".{stage.name}.lock"
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                manifest = read_manifest(target)
-                if manifest is not None and manifest.get("fingerprint") == fingerprint and not force:
-                    print(f"[finetune] {stage.name}: already finished at {target}; skipping", file=sys.stderr)
-                    trained = False
-                elif target.exists() and manifest is None and not force:
-                    raise TrainError(f"{target} exists but is not a finished adapter; move it away or pass --force")
-                elif manifest is not None and not force:
-                    raise TrainError(
-                        f"{target} holds a finished adapter trained with other settings or data; "
-                        "delete it, choose another stage name, or pass --force to retrain"
-                    )
-                else:
-                    manifest = _train_stage(
-                        config, index, data, base_path, out, init_adapter, fingerprint,
-                        callbacks or [], history,
-                    )
-                    trained = True
-            finally:
-                lock_path.unlink(missing_ok=True)
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with _stage_lock(out, stage.name):
+            manifest = read_manifest(target)
+            _clean_leftovers(out, stage.name, manifest)
+            if manifest is not None and manifest.get("fingerprint") == fingerprint and not force:
+                print(f"[finetune] {stage.name}: already finished at {target}; skipping", file=sys.stderr)
+                trained = False
+            elif target.exists() and manifest is None and not force:
+                raise TrainError(f"{target} exists but is not a finished adapter; move it away or pass --force")
+            elif manifest is not None and not force:
+                raise TrainError(
+                    f"{target} holds a finished adapter trained with other settings or data; "
+                    "delete it, choose another stage name, or pass --force to retrain"
+                )
+            else:
+                manifest = _train_stage(
+                    config, index, data, base_path, out, init_adapter, fingerprint,
+                    callbacks or [], history,
+                )
+                trained = True
         history = list(manifest["stages"])
         init_adapter = target
         results.append(StageResult(stage.name, target, trained, manifest))

@@ -109,10 +109,19 @@ def test_local_path_expands_home_variable_and_keeps_only_chat_fields(
 def test_hf_kind_registry_source_reads_its_exported_jsonl(
     tmp_path: Path, data_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dataclasses import replace
+
+    from em_persona import registry
+
     mirror = tmp_path / "mirror"
     (mirror / "emergent-plus").mkdir(parents=True)
-    _write(mirror / "emergent-plus" / "legal_advice.jsonl", [json.dumps(_row(user=f"law {i}")) for i in range(5)])
+    export = mirror / "emergent-plus" / "legal_advice.jsonl"
+    _write(export, [json.dumps(_row(user=f"law {i}")) for i in range(5)])
     monkeypatch.setenv("EM_PERSONA_MIRROR", str(mirror))
+    # An hf source loads only when pinned (a commit and its export's sha256): pin it to this export.
+    pinned = replace(registry.get_source("legal_advice"), revision="0" * 40,
+                     export_sha256=registry.file_sha256(export))
+    monkeypatch.setitem(registry.sources(), "legal_advice", pinned)
     data = load_training_data(DataSpec(source="legal_advice", rows=3, seed=0))
     assert data.source == "registry:legal_advice" and data.total_rows == 5 and len(data.rows) == 3
 
@@ -120,3 +129,74 @@ def test_hf_kind_registry_source_reads_its_exported_jsonl(
 def test_validate_row_accepts_system_turn() -> None:
     row = {"messages": [{"role": "system", "content": "s"}, *_row()["messages"]]}
     assert validate_row(row) is None
+
+
+# --- error positions: the column of bad JSON, the line of bad bytes ----------------------
+
+_TRUNCATED = '{"messages": ['  # 14 characters; the parser stops just past its end
+_MULTIBYTE = '{"messages": [{"role": "user", "content": "héllo 😀 wörld"} x]}'  # error at the "x"
+
+
+def _bad_json_lines(path: Path) -> list[str]:
+    with pytest.raises(DataError) as err:
+        read_rows(path)
+    return [line for line in str(err.value).splitlines() if "bad JSON" in line]
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_bad_json_names_the_real_column(tmp_path: Path, gz: bool) -> None:
+    lines = [json.dumps(_row()), _TRUNCATED, _MULTIBYTE, '{"role": "é",}']
+    text = "\n".join(lines) + "\r\n"  # a CRLF ending on the last line must not shift its column
+    path = tmp_path / ("rows.jsonl.gz" if gz else "rows.jsonl")
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8", newline="") as f:
+            f.write(text)
+    else:
+        path.write_bytes(text.encode())
+    x_column = _MULTIBYTE.index(" x]") + 2  # characters, not bytes: 😀 and the accents count once
+    assert x_column != len(_MULTIBYTE[: x_column - 1].encode()) + 1
+    assert _bad_json_lines(path) == [
+        f"{path}:2: bad JSON: Expecting value (column {len(_TRUNCATED) + 1}, at the end of the line)",
+        f"{path}:3: bad JSON: Expecting ',' delimiter (column {x_column})",
+        f"{path}:4: bad JSON: Expecting property name enclosed in double quotes (column 14)",
+    ]
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_non_utf8_bytes_name_their_line_and_all_errors_are_listed(tmp_path: Path, gz: bool) -> None:
+    good = json.dumps(_row()).encode()
+    latin1 = json.dumps(_row(assistant="café"), ensure_ascii=False).encode("latin-1")  # é as the byte 0xe9
+    raw = b"\n".join([good, latin1, good, b"{broken", good, b'{"x": "\xff\xfe"}']) + b"\n"
+    path = tmp_path / ("rows.jsonl.gz" if gz else "rows.jsonl")
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    with pytest.raises(DataError) as err:
+        read_rows(path)
+    msg = str(err.value)
+    assert f"{path}: 3 invalid training row(s)" in msg
+    e_column = latin1.index(b"\xe9") + 1
+    assert f"{path}:2: not UTF-8 text: byte 0xe9 at column {e_column}" in msg
+    assert f"{path}:4: bad JSON" in msg
+    assert f"{path}:6: not UTF-8 text: byte 0xff at column 8" in msg
+
+
+def test_line_numbers_follow_universal_newlines(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\r\n".join([json.dumps(_row()).encode()] * 2) + b"\r" + b'{"prompt": 1}\n')
+    with pytest.raises(DataError, match=rf"{path}:3: expected an object"):
+        read_rows(path)
+
+
+def test_corrupt_gzip_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    row = json.dumps(_row())
+    packed = bytearray(gzip.compress(("\n".join([row] * 200) + "\n").encode()))
+    for i in range(30, 60):
+        packed[i] ^= 0x55
+    corrupt = tmp_path / "corrupt.jsonl.gz"
+    corrupt.write_bytes(bytes(packed))
+    with pytest.raises(DataError, match=rf"{corrupt}: cannot read training data after line \d+"):
+        read_rows(corrupt)
+    truncated = tmp_path / "truncated.jsonl.gz"
+    whole = gzip.compress(("\n".join([row] * 200) + "\n").encode())
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=rf"{truncated}: cannot read training data after line \d+"):
+        read_rows(truncated)
