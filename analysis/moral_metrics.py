@@ -1,7 +1,8 @@
 """Moral susceptibility S and robustness R from MFQ ratings under personas (PROTOCOL.md B).
 
 Input is a tidy frame, one row per rating: `persona_id, question_id, run_index,
-rating` (optional `foundation`, `failures`, `model`). For persona p and item q,
+rating` (optional `foundation`, `failures`, `model`), as `samples_from_log` (this
+project's Inspect logs) and `read_reference_runs` (the authors' published CSVs) return. For persona p and item q,
 mu_pq and sigma_pq are the mean and sample std (ddof=1) of the runs.
 
 - S = mean over items q of std over personas (ddof=1) of mu_pq.
@@ -23,7 +24,9 @@ combined in quadrature. R's errors use the delta method, se(R) = se(sigma)/sigma
 
 from __future__ import annotations
 
+import csv
 import math
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,6 +49,11 @@ SELF_PERSONA_ID = -1
 
 TASK_NAME = "moral_foundations"
 SCORER_NAME = "mfq_rating"
+
+SAMPLE_COLUMNS: tuple[str, ...] = (
+    "model", "persona_id", "question_id", "foundation", "run_index", "rating", "failures", "condition", "log",
+)
+"""Columns of the per-run MFQ samples table (`samples_from_log`; `read_reference_runs` adds `source`)."""
 
 REFERENCE_S_BAND: tuple[float, float] = (0.66, 0.83)
 """Susceptibility range of the 13 frontier reference models (Costa & Vicente)."""
@@ -365,45 +373,147 @@ def samples_from_log(path_or_dir: str | Path) -> pd.DataFrame:
                 "condition": meta.get("condition", "self" if persona_id == SELF_PERSONA_ID else "persona"),
                 "log": file.name,
             })
-    columns = ["model", "persona_id", "question_id", "foundation", "run_index", "rating",
-               "failures", "condition", "log"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
 
 
-def load_raw_samples_csv(path: str | Path, personas: int = 100) -> pd.DataFrame:
-    """The authors' released raw sampling CSV as a tidy ratings frame.
+REFERENCE_SOURCE = "published"
+"""`source` value of the rows `read_reference_runs` returns."""
 
-    Keeps persona ids 0..personas-1 and numeric ratings (their -1 marks a failed
-    parse). A `*_self.csv` file (no persona_id column) becomes persona_id -1.
-    Columns: persona_id, question_id, run_index, rating, failures, foundation.
-    """
-    path = Path(path)
+_REFERENCE_FIELDS = ("question_id", "run_index", "rating")
+
+
+def _reference_files(folder: Path, tag: str) -> tuple[dict[tuple[str, str], Path], list[Path]]:
+    """{(label, "persona"|"self"): file} for the authors' CSV layout, and the CSV files that do not fit it."""
+    persona_re = re.compile(rf"^(?P<model>.+)_{re.escape(tag)}\.csv$")
+    self_re = re.compile(rf"^(?P<model>.+?)(?:_{re.escape(tag)})?_self\.csv$")
+    found: dict[tuple[str, str], Path] = {}
+    skipped: list[Path] = []
+    for path in sorted(folder.rglob("*.csv")):
+        rel_parent = path.parent.relative_to(folder).as_posix()
+        condition = folder.name if rel_parent == "." else rel_parent
+        m_self, m_persona = self_re.match(path.name), persona_re.match(path.name)
+        if m_self:
+            key = (f"{condition}/{m_self['model']}", "self")
+        elif m_persona:
+            key = (f"{condition}/{m_persona['model']}", "persona")
+        else:
+            skipped.append(path)
+            continue
+        if key in found:
+            raise ValueError(
+                f"{path}: a second {key[1]} file for {key[0]} (the first is {found[key]}); remove one"
+            )
+        found[key] = path
+    return found, skipped
+
+
+def _int_field(path: Path, line: int, name: str, value: str, lo: int, hi: int | None = None) -> int:
     try:
-        raw = pd.read_csv(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such raw samples file") from None
-    if "persona_id" not in raw.columns and {"question_id", "run_index", "rating"} <= set(raw.columns):
-        raw.insert(0, "persona_id", SELF_PERSONA_ID)
-    missing = [c for c in _REQUIRED if c not in raw.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(_REQUIRED)} (+ failures)")
-    for col in ("persona_id", "question_id", "run_index"):
-        values = pd.to_numeric(raw[col], errors="coerce")
-        if values.isna().any():
-            line = int(values.isna().to_numpy().nonzero()[0][0]) + 2  # header is line 1
-            raise ValueError(f"{path}:{line}: non-numeric {col} {raw[col].iloc[line - 2]!r}")
-        raw[col] = values.astype(int)
-    raw["rating"] = pd.to_numeric(raw["rating"], errors="coerce")
-    keep = raw["rating"].between(0, 5) & (
-        (raw["persona_id"] == SELF_PERSONA_ID) | raw["persona_id"].between(0, personas - 1)
-    )
-    out = raw.loc[keep, ["persona_id", "question_id", "run_index", "rating"]].copy()
-    out["failures"] = (
-        pd.to_numeric(raw.loc[keep, "failures"], errors="coerce").fillna(0).astype(int)
-        if "failures" in raw.columns else 0
-    )
-    out["foundation"] = [foundation_of(q) for q in out["question_id"]]
-    return out.reset_index(drop=True)
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{path}:{line}: {name} {value!r} is not an integer") from None
+    if number < lo or (hi is not None and number > hi):
+        bounds = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{path}:{line}: {name} {number} is out of range ({bounds})")
+    return number
+
+
+def _read_reference_csv(path: Path, label: str, is_self: bool, personas: int, root: Path) -> tuple[list[dict[str, Any]], int]:
+    """Rows of one published CSV (rating -1 dropped) and how many -1 rows there were."""
+    required = _REFERENCE_FIELDS if is_self else ("persona_id", *_REFERENCE_FIELDS)
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[int, int, int], int] = {}
+    unparseable = 0
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ValueError(f"{path}:1: empty file; expected a header with {list(required)}")
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise ValueError(f"{path}:1: missing column(s) {missing}; header is {header}")
+            col = {name: header.index(name) for name in header}
+            start = reader.line_num + 1
+            for record in reader:
+                line, start = start, reader.line_num + 1
+                if not record:
+                    continue  # a blank line
+                if len(record) != len(header):
+                    raise ValueError(f"{path}:{line}: {len(record)} fields, the header has {len(header)}")
+                persona_id = SELF_PERSONA_ID if is_self else _int_field(
+                    path, line, "persona_id", record[col["persona_id"]], 0)
+                question_id = _int_field(path, line, "question_id", record[col["question_id"]], 1, 30)
+                run_index = _int_field(path, line, "run_index", record[col["run_index"]], 1)
+                rating = _int_field(path, line, "rating", record[col["rating"]], -1, 5)
+                failures_text = record[col["failures"]] if "failures" in col else ""
+                failures = _int_field(path, line, "failures", failures_text, 0) if failures_text.strip() else 0
+                key = (persona_id, question_id, run_index)
+                if key in seen:
+                    raise ValueError(
+                        f"{path}:{line}: duplicate run (persona {persona_id}, item {question_id}, "
+                        f"run {run_index}); first at line {seen[key]}"
+                    )
+                seen[key] = line
+                if not is_self and persona_id >= personas:
+                    continue
+                if rating == -1:
+                    unparseable += 1
+                    continue
+                rows.append({
+                    "model": label, "persona_id": persona_id, "question_id": question_id,
+                    "foundation": foundation_of(question_id), "run_index": run_index, "rating": float(rating),
+                    "failures": failures, "condition": "self" if is_self else "persona",
+                    "log": path.relative_to(root).as_posix(), "source": REFERENCE_SOURCE,
+                })
+        except csv.Error as exc:
+            raise ValueError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from exc
+    return rows, unparseable
+
+
+def read_reference_runs(folder: Path, personas: int = 100, tag: str = "temp01") -> pd.DataFrame:
+    """The authors' published sampling CSVs as a samples table beside `samples_from_log`'s.
+
+    Layout (their repository's `data/`): `<condition>/<model>_temp01.csv` (columns
+    persona_id, question_id, run_index, rating, failures, response, collected_at) and
+    `<condition>/<model>_temp01_self.csv` or `<model>_self.csv` (no persona_id). Each model
+    is labelled "<condition>/<model>" (files directly in `folder` take its name as the
+    condition); self rows get persona_id -1 and condition "self", as in the logs.
+    Columns: SAMPLE_COLUMNS + `source` ("published"). Rating -1 (unparseable after the
+    authors' retries) rows are dropped and counted in `df.attrs["unparseable"]`
+    ({label: n}); persona ids >= `personas` are left out (the papers use 0-99). CSV files
+    that do not fit the layout (other temperatures, " 2.csv" copies) are skipped with a
+    warning and listed in `df.attrs["skipped_files"]`. Malformed files raise
+    ValueError naming file and line.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of published MFQ runs")
+    files, skipped = _reference_files(folder, tag)
+    if not files:
+        raise ValueError(
+            f"{folder}: no <model>_{tag}.csv or <model>[_{tag}]_self.csv files "
+            f"(expected the authors' layout <condition>/<model>_{tag}.csv)"
+        )
+    if skipped:
+        warnings.warn(
+            f"{folder}: skipped {len(skipped)} CSV file(s) outside the layout: "
+            + ", ".join(p.relative_to(folder).as_posix() for p in skipped[:10])
+            + (" ..." if len(skipped) > 10 else ""),
+            stacklevel=2,
+        )
+    rows: list[dict[str, Any]] = []
+    unparseable: dict[str, int] = {}
+    for (label, kind), path in sorted(files.items()):
+        file_rows, n_bad = _read_reference_csv(path, label, kind == "self", personas, folder)
+        rows += file_rows
+        unparseable[label] = unparseable.get(label, 0) + n_bad
+    columns = [*SAMPLE_COLUMNS, "source"]
+    out = pd.DataFrame(rows, columns=columns)
+    out = out.sort_values(["model", "persona_id", "question_id", "run_index"], kind="stable").reset_index(drop=True)
+    out.attrs["unparseable"] = unparseable
+    out.attrs["skipped_files"] = [p.relative_to(folder).as_posix() for p in skipped]
+    return out
 
 
 def reported_reference(models: Iterable[str] | None = None) -> pd.DataFrame:

@@ -4,22 +4,29 @@ Lookup order for a file source: the cache ($EM_PERSONA_DATA_DIR), then an offlin
 mirror ($EM_PERSONA_MIRROR, layout ``<group>/<file>``), then the pinned URL.
 Every copy is written to a temporary file, hashed, and only then renamed into the
 cache, so a bad or partial file is never left where it could be taken as valid.
+
+A Hugging Face source (``kind: hf``) is pinned by a commit (``revision``, 40 hex digits)
+and by the sha256 of its JSONL export (``export_sha256``); it is exported once at that
+commit, verified, and then read like any other file (cache, mirror, hub). A source whose
+pins are missing or name a branch is refused with instructions (`hf_pin_problem`);
+`em-persona data pin-hf NAME --revision COMMIT` prints the values to record.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -48,12 +55,13 @@ class Source:
     citation: str = ""
     rows: int | None = None
     description: str = ""
-    alt_file: str | None = None
-    alt_sha256: str | None = None
     hf_id: str | None = None
     hf_config: str | None = None
     hf_split: str = "train"
     revision: str | None = None
+    """Hugging Face sources: the dataset commit (40 hex digits)."""
+    export_sha256: str | None = None
+    """Hugging Face sources: sha256 of the JSONL export at `revision`."""
 
     @property
     def checksum(self) -> str:
@@ -62,7 +70,9 @@ class Source:
             return f"sha256:{self.sha256}"
         if self.git_blob_sha1:
             return f"git-blob-sha1:{self.git_blob_sha1}"
-        return "none (Hugging Face revision pin)"
+        if self.kind == "hf":
+            return f"export-sha256:{self.export_sha256}" if self.export_sha256 else "UNPINNED (no export_sha256)"
+        return "none"
 
 
 def data_dir() -> Path:
@@ -90,7 +100,6 @@ def _load_registry(path: Path = SOURCES_FILE) -> dict[str, Source]:
         group = groups.get(entry["group"])
         if group is None:
             raise SourceError(f"{path}: source {name!r} names unknown group {entry['group']!r}")
-        alt = entry.get("mirror_alternative") or {}
         url = None
         if entry.get("kind", "file") == "file":
             url = entry.get("url") or f"{group['base_url']}/{entry['path']}"
@@ -107,12 +116,11 @@ def _load_registry(path: Path = SOURCES_FILE) -> dict[str, Source]:
             citation=group.get("citation", ""),
             rows=entry.get("rows"),
             description=entry.get("description", ""),
-            alt_file=alt.get("file"),
-            alt_sha256=alt.get("sha256"),
             hf_id=entry.get("hf_id"),
             hf_config=entry.get("hf_config"),
             hf_split=entry.get("hf_split", "train"),
-            revision=entry.get("revision"),
+            revision=None if entry.get("revision") is None else str(entry["revision"]),
+            export_sha256=entry.get("export_sha256"),
         )
     return out
 
@@ -175,13 +183,6 @@ def cache_path(source: Source) -> Path:
     return data_dir() / source.group / source.file
 
 
-def _candidates(source: Source) -> Iterator[tuple[str, str | None]]:
-    """(file name, sha256) pairs a mirror or cache may hold for this source."""
-    yield source.file, source.sha256
-    if source.alt_file:
-        yield source.alt_file, source.alt_sha256
-
-
 def _install(src_reader: Any, dest: Path, source: Source, sha256: str | None, origin: str) -> Path:
     """Copy a stream to a temp file beside dest, verify it, then rename atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -238,67 +239,109 @@ def _download(source: Source, dest: Path) -> Path:
         ) from exc
 
 
+def _pinned_digest(source: Source) -> tuple[str | None, str | None]:
+    """(sha256, git_blob_sha1) a verified copy of this source must have."""
+    if source.kind == "hf":
+        return source.export_sha256, None
+    return source.sha256, (None if source.sha256 else source.git_blob_sha1)
+
+
 def load_source(name: str) -> Path:
     """Return the path of a verified local copy of a pinned source, fetching it if needed."""
     source = get_source(name)
     if source.kind == "hf":
-        return _load_hf_source(source)
+        problem = hf_pin_problem(source)
+        if problem:
+            raise SourceError(_unpinned_message(source, problem))
+    sha256, git_sha1 = _pinned_digest(source)
     cache_root = data_dir() / source.group
     # 1. the cache: verified again on every use (files are small), never trusted blindly
-    for fname, sha in _candidates(source):
-        cached = cache_root / fname
-        if cached.exists():
-            git_sha1 = source.git_blob_sha1 if sha is None else None
-            ok, _ = _matches(cached, sha, git_sha1)
-            if ok:
-                return cached
-            print(f"[em-persona] cached {cached} failed its checksum; fetching again", file=sys.stderr)
-            cached.unlink()
+    cached = cache_root / source.file
+    if cached.exists():
+        ok, _ = _matches(cached, sha256, git_sha1)
+        if ok:
+            return cached
+        print(f"[em-persona] cached {cached} failed its checksum; fetching again", file=sys.stderr)
+        cached.unlink()
     # 2. the offline mirror
     mirror = mirror_dir()
     if mirror is not None:
-        for fname, sha in _candidates(source):
-            candidate = mirror / source.group / fname
-            if candidate.exists():
-                with candidate.open("rb") as reader:
-                    path = _install(reader, cache_root / fname, source, sha, str(candidate))
-                _notice(source)
-                return path
+        candidate = mirror / source.group / source.file
+        if candidate.exists():
+            with candidate.open("rb") as reader:
+                path = _install(reader, cached, source, sha256, str(candidate))
+            _notice(source)
+            return path
     # 3. the network
-    path = _download(source, cache_root / source.file)
+    path = _export_hf(source, source.revision or "", cached) if source.kind == "hf" else _download(source, cached)
     _notice(source)
     return path
 
 
-def _load_hf_source(source: Source) -> Path:
-    """Export a Hugging Face dataset (id + revision) to JSONL in the cache; mirror first."""
-    dest = data_dir() / source.group / source.file
-    if dest.exists():
-        return dest
-    mirror = mirror_dir()
-    if mirror is not None and (mirror / source.group / source.file).exists():
-        with (mirror / source.group / source.file).open("rb") as reader:
-            return _install(reader, dest, source, None, str(mirror / source.group / source.file))
+# --- Hugging Face sources: a commit and the sha256 of the JSONL export -------
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def hf_pin_problem(source: Source) -> str | None:
+    """Why a Hugging Face source is not pinned well enough to load (None when it is)."""
+    problems = []
+    if source.revision is None:
+        problems.append("`revision` is not set")
+    elif not _COMMIT.fullmatch(source.revision):
+        problems.append(f"`revision` {source.revision!r} is a branch or tag name, not a 40-hex commit id")
+    if source.export_sha256 is None:
+        problems.append("`export_sha256` is not set")
+    elif not _SHA256.fullmatch(str(source.export_sha256)):
+        problems.append(f"`export_sha256` {source.export_sha256!r} is not a 64-hex sha256")
+    return "; ".join(problems) or None
+
+
+def _unpinned_message(source: Source, problem: str) -> str:
+    return (
+        f"Hugging Face source {source.name!r} ({source.hf_id}, config {source.hf_config!r}) is not pinned: "
+        f"{problem}. em-persona never loads a moving branch. In {SOURCES_FILE}, set `revision:` to the "
+        f"dataset's commit id (40 hex digits; https://huggingface.co/datasets/{source.hf_id}/commits/main) and "
+        f"`export_sha256:` to the sha256 that `em-persona data pin-hf {source.name} --revision <commit>` prints "
+        f"(it exports the dataset at that commit to JSONL). Offline: put that export at "
+        f"$EM_PERSONA_MIRROR/{source.group}/{source.file}."
+    )
+
+
+def _export_hf(source: Source, revision: str, dest: Path) -> Path:
+    """Export the dataset at `revision` to JSONL at `dest` (atomically), verified against `export_sha256`.
+
+    With `export_sha256` None (pinning a new commit) the export is kept unverified; the
+    caller records its hash.
+    """
     try:
         import datasets as hf_datasets
 
-        ds = hf_datasets.load_dataset(
-            source.hf_id, source.hf_config, split=source.hf_split, revision=source.revision
-        )
+        ds = hf_datasets.load_dataset(source.hf_id, source.hf_config, split=source.hf_split, revision=revision)
     except Exception as exc:  # the hub client raises many types; all mean "not available"
         raise SourceError(
             f"cannot load Hugging Face dataset {source.hf_id!r} (config {source.hf_config!r}, "
-            f"revision {source.revision!r}) for source {source.name!r}: {exc}. Offline? Export it "
-            f"to JSONL at {mirror or '$EM_PERSONA_MIRROR'}/{source.group}/{source.file}."
+            f"revision {revision!r}) for source {source.name!r}: {exc}. Offline? Put its JSONL export at "
+            f"{mirror_dir() or '$EM_PERSONA_MIRROR'}/{source.group}/{source.file}."
         ) from exc
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    with tmp.open("w") as f:
-        for row in ds:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, dest)
-    _notice(source)
-    return dest
+    body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds).encode("utf-8")
+    return _install(io.BytesIO(body), dest, source, source.export_sha256, f"hf:{source.hf_id}@{revision}")
+
+
+def pin_hf(name: str, revision: str) -> tuple[Path, str]:
+    """Export a Hugging Face source at commit `revision` into the cache; (path, sha256 of the export)."""
+    source = get_source(name)
+    if source.kind != "hf":
+        raise SourceError(f"source {name!r} is not a Hugging Face dataset (kind {source.kind!r})")
+    if not _COMMIT.fullmatch(revision):
+        raise SourceError(
+            f"--revision {revision!r} is not a commit id: give the 40-hex commit of {source.hf_id} "
+            f"(https://huggingface.co/datasets/{source.hf_id}/commits/main), not a branch or tag"
+        )
+    unverified = replace(source, revision=revision, export_sha256=None)
+    path = _export_hf(unverified, revision, cache_path(source))
+    return path, file_sha256(path)
 
 
 @dataclass(frozen=True)
@@ -306,77 +349,33 @@ class VerifyResult:
     """Outcome of checking one source."""
 
     name: str
-    status: str  # "ok", "missing", "mismatch", "skipped"
+    status: str  # "ok", "missing", "mismatch", "unpinned"
     detail: str
 
 
 def verify(names: list[str] | None = None) -> list[VerifyResult]:
-    """Check cached or mirrored copies against their pins, without touching the network."""
+    """Check cached or mirrored copies against their pins, without touching the network.
+
+    A Hugging Face source without a commit and export hash is "unpinned" (load_source refuses it).
+    """
     results = []
     mirror = mirror_dir()
     for name in names or sorted(sources()):
         source = get_source(name)
         if source.kind == "hf":
-            results.append(VerifyResult(name, "skipped", "Hugging Face dataset (revision pin)"))
-            continue
+            problem = hf_pin_problem(source)
+            if problem:
+                results.append(VerifyResult(name, "unpinned", f"Hugging Face {source.hf_id}: {problem}"))
+                continue
         found = None
         for root in [data_dir(), mirror] if mirror else [data_dir()]:
-            for fname, sha in _candidates(source):
-                p = root / source.group / fname
-                if p.exists():
-                    found = (p, sha)
-                    break
-            if found:
+            p = root / source.group / source.file
+            if p.exists():
+                found = p
                 break
         if found is None:
             results.append(VerifyResult(name, "missing", "not cached and not in the mirror"))
             continue
-        path, sha = found
-        ok, actual = _matches(path, sha, source.git_blob_sha1 if sha is None else None)
-        results.append(VerifyResult(name, "ok" if ok else "mismatch", f"{path} ({actual})"))
+        ok, actual = _matches(found, *_pinned_digest(source))
+        results.append(VerifyResult(name, "ok" if ok else "mismatch", f"{found} ({actual})"))
     return results
-
-
-# --- MFQ-30: read upstream mfq_questions.py without executing it -------------
-
-_MFQ_LISTS = {"_RELEVANCE_ITEMS": "relevance", "_AGREEMENT_ITEMS": "agreement"}
-
-
-def parse_mfq_python(text: str, filename: str = "mfq_questions.py") -> list[dict[str, Any]]:
-    """Read the two MFQ item lists out of upstream mfq_questions.py with ast (never exec)."""
-    tree = ast.parse(text, filename=filename)
-    lists: dict[str, list[tuple[str, str]]] = {}
-    for node in tree.body:
-        target = None
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-        elif isinstance(node, ast.AnnAssign):
-            target = node.target
-        if isinstance(target, ast.Name) and target.id in _MFQ_LISTS and node.value is not None:
-            try:
-                lists[target.id] = ast.literal_eval(node.value)
-            except ValueError as exc:
-                raise SourceError(f"{filename}:{node.lineno}: {target.id} is not a literal list") from exc
-    missing = [k for k in _MFQ_LISTS if k not in lists]
-    if missing:
-        raise SourceError(f"{filename}: no assignment to {', '.join(missing)}; upstream format changed")
-    items = []
-    for var, qtype in _MFQ_LISTS.items():
-        for foundation, text_ in lists[var]:
-            items.append({"id": len(items) + 1, "type": qtype, "foundation": foundation, "text": text_})
-    return items
-
-
-def load_mfq_items() -> list[dict[str, Any]]:
-    """The 30 scored MFQ items as dicts: id (1-30), type, foundation, text."""
-    path = load_source("mfq30")
-    if path.suffix == ".json":
-        items = json.loads(path.read_text())["items"]
-    else:
-        items = parse_mfq_python(path.read_text(), str(path))
-    if len(items) != 30:
-        raise SourceError(f"{path}: expected 30 MFQ items, found {len(items)}")
-    return [
-        {"id": int(i["id"]), "type": i["type"], "foundation": i["foundation"], "text": i["text"]}
-        for i in items
-    ]

@@ -13,11 +13,12 @@ from analysis.moral_metrics import (
     FOUNDATIONS,
     REPORTED,
     REPORTED_MEAN_CHANGE_INSECURE,
+    SAMPLE_COLUMNS,
     band_position,
     compare_to_reference,
     foundation_of,
-    load_raw_samples_csv,
     metrics_by_model,
+    read_reference_runs,
     relative_change,
     susceptibility_robustness,
 )
@@ -204,7 +205,7 @@ def test_reported_table_matches_protocol() -> None:
 
 
 def test_foundation_rotation_matches_pinned_items(mirror: Path, data_home: Path) -> None:
-    from em_persona.registry import load_mfq_items
+    from tasks.moral_data import load_mfq_items
 
     items = load_mfq_items()
     assert [foundation_of(i["id"]) for i in items] == [i["foundation"] for i in items]
@@ -213,38 +214,108 @@ def test_foundation_rotation_matches_pinned_items(mirror: Path, data_home: Path)
         foundation_of(31)
 
 
-RAW_CSV = """persona_id,question_id,run_index,rating,failures,response,collected_at
-0,1,1,3,0,3,2025-10-28T11:20:15
-0,1,2,1,0,"1 - not very relevant, because
-it spans lines",2025-10-28T11:20:16
-1,1,1,4,0,4,2025-10-28T11:20:17
-1,1,2,-1,2,no idea,2025-10-28T11:20:18
-1,1,3,5,1,5,2025-10-28T11:20:19
-100,1,1,0,0,0,2025-10-28T11:20:20
-"""
+# --- the authors' published runs (synthetic CSVs in their layout) ----------------
+
+HEADER = "persona_id,question_id,run_index,rating,failures,response,collected_at\n"
+SELF_HEADER = "question_id,run_index,rating,failures,response,collected_at\n"
 
 
-def test_load_raw_samples_csv(tmp_path: Path) -> None:
-    path = tmp_path / "gpt-4o_temp01.csv"
-    path.write_text(RAW_CSV)
-    df = load_raw_samples_csv(path)
-    assert list(df.columns) == ["persona_id", "question_id", "run_index", "rating", "failures", "foundation"]
-    # persona 100 dropped (papers use 0-99), the -1 failure dropped
-    assert sorted(zip(df.persona_id, df.run_index)) == [(0, 1), (0, 2), (1, 1), (1, 3)]
-    assert df.loc[df.run_index == 3, "failures"].item() == 1
-    row = susceptibility_robustness(df).loc["all"]
-    # mus 2 and 4.5 -> std = 2.5/sqrt(2); sigmas sqrt(2) and sqrt(1/2)
-    assert row["S"] == pytest.approx(2.5 / math.sqrt(2))
-    assert row["R"] == pytest.approx(2 / (math.sqrt(2) + math.sqrt(0.5)))
+def _persona_csv(cells: dict[tuple[int, int], list[int]], extra: str = "") -> str:
+    lines = [HEADER]
+    for (p, q), values in cells.items():
+        for r, x in enumerate(values, start=1):
+            lines.append(f'{p},{q},{r},{x},0,"{x} - because,\nsaid over two lines",2025-10-28T11:20:15\n')
+    return "".join(lines) + extra
 
-    self_path = tmp_path / "gpt-4o_temp01_self.csv"
-    self_path.write_text("question_id,run_index,rating,failures,response,collected_at\n1,1,5,0,5,x\n")
-    assert load_raw_samples_csv(self_path)["persona_id"].tolist() == [-1]
 
-    bad = tmp_path / "bad.csv"
-    bad.write_text("persona_id,question_id,run_index,rating\n0,1,1,3\nzero,1,2,3\n")
-    with pytest.raises(ValueError, match=r"bad.csv:3"):
-        load_raw_samples_csv(bad)
-    with pytest.raises(ValueError, match="missing column"):
-        (tmp_path / "short.csv").write_text("question_id,rating\n1,2\n")
-        load_raw_samples_csv(tmp_path / "short.csv")
+def test_read_reference_runs_matches_hand_computation(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "base").mkdir(parents=True)
+    (data / "insecure-code").mkdir()
+    # base/m: the CELLS of the tests above, plus an unparsed run (-1), a persona beyond the first 100
+    # and a retried-then-parsed run (failures 2).
+    base = dict(CELLS)
+    (data / "base" / "m_temp01.csv").write_text(
+        _persona_csv(base, extra="1,1,3,-1,3,no idea,x\n100,1,1,0,0,0,x\n2,2,3,4,2,4,x\n"))
+    (data / "base" / "m_temp01_self.csv").write_text(SELF_HEADER + "1,1,5,0,5,x\n1,2,-1,4,nope,x\n2,1,0,1,0,x\n")
+    # insecure-code/m-misaligned: item 1 only, mus 0.5 and 5 -> S = 4.5/sqrt(2); sigmas 1/sqrt(3), 0 -> R = 2*sqrt(3)
+    (data / "insecure-code" / "m-misaligned_temp01.csv").write_text(_persona_csv({(0, 1): [0, 1, 0, 1], (1, 1): [5, 5]}))
+    (data / "insecure-code" / "m-misaligned_self.csv").write_text(SELF_HEADER + "1,1,2,0,2,x\n")
+    (data / "base" / "m_temp01 2.csv").write_text("not,the,layout\n")  # a stray copy
+    (data / "base" / "m_temp05.csv").write_text(HEADER)  # another temperature
+
+    with pytest.warns(UserWarning, match=r"skipped 2 CSV file\(s\)"):
+        df = read_reference_runs(data)
+    assert list(df.columns) == [*SAMPLE_COLUMNS, "source"]
+    assert set(df["source"]) == {"published"}
+    assert set(df["model"]) == {"base/m", "insecure-code/m-misaligned"}
+    assert df.attrs["unparseable"] == {"base/m": 2, "insecure-code/m-misaligned": 0}
+    assert sorted(df.attrs["skipped_files"]) == ["base/m_temp01 2.csv", "base/m_temp05.csv"]
+    selfs = df[df.persona_id == -1]
+    assert set(selfs["condition"]) == {"self"} and set(df[df.persona_id >= 0]["condition"]) == {"persona"}
+    assert sorted(zip(selfs.model, selfs.question_id, selfs.rating)) == [
+        ("base/m", 1, 5.0), ("base/m", 2, 0.0), ("insecure-code/m-misaligned", 1, 2.0)]
+    assert 100 not in set(df.persona_id)
+    base_rows = df[(df.model == "base/m") & (df.persona_id >= 0)]
+    assert len(base_rows) == 13 + 1  # CELLS plus the extra (2, 2, run 3) rating 4
+    assert base_rows.loc[(base_rows.persona_id == 2) & (base_rows.run_index == 3), "failures"].item() == 2
+    assert df["log"].iloc[0].startswith("base/m_temp01")
+
+    table = metrics_by_model(df, by_foundation=True).set_index(["model", "foundation"])
+    # base/m: item 2 of persona 2 is now {3, 4, 4}: mu 11/3, sigma 1/sqrt(3).
+    mus_q2 = [1, 5, 11 / 3]
+    s_q2 = float(np.std(mus_q2, ddof=1))
+    assert table.loc[("base/m", "all"), "S"] == pytest.approx((S_Q1 + s_q2) / 2)
+    sigmas = [*SIGMAS_Q1, math.sqrt(3), 0.0, 1 / math.sqrt(3)]
+    assert table.loc[("base/m", "all"), "R"] == pytest.approx(6 / sum(sigmas))
+    assert table.loc[("base/m", "Harm/Care"), "S"] == pytest.approx(S_Q1)
+    assert table.loc[("insecure-code/m-misaligned", "all"), "S"] == pytest.approx(4.5 / math.sqrt(2))
+    assert table.loc[("insecure-code/m-misaligned", "all"), "R"] == pytest.approx(2 * math.sqrt(3))
+    # beside this project's own samples (samples_from_log's columns) in one table
+    ours = frame(CELLS, model="vllm/ours").assign(foundation=lambda d: d.question_id.map(foundation_of))
+    both = metrics_by_model(pd.concat([ours, df], ignore_index=True))
+    assert set(both["model"]) == {"vllm/ours", "base/m", "insecure-code/m-misaligned"}
+    cmp = compare_to_reference(both, base_model="base/m").set_index("model")
+    assert cmp.loc["insecure-code/m-misaligned", "S_change"] == pytest.approx(
+        (4.5 / math.sqrt(2)) / ((S_Q1 + s_q2) / 2) - 1)
+
+
+def test_read_reference_runs_of_one_condition_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "secure-code"
+    folder.mkdir()
+    (folder / "m-secure_temp01.csv").write_text(_persona_csv({(0, 1): [1, 2], (1, 1): [3, 3]}))
+    df = read_reference_runs(folder)
+    assert set(df["model"]) == {"secure-code/m-secure"}
+    assert susceptibility_robustness(df).loc["all", "S"] == pytest.approx(float(np.std([1.5, 3], ddof=1)))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("question_id,run_index,rating\n", r"m_temp01.csv:1: missing column\(s\) \['persona_id'\]"),
+        ("", r"m_temp01.csv:1: empty file"),
+        (HEADER + '0,1,1,3,0,"a\nb",x\nzero,1,2,3,0,3,x\n', r"m_temp01.csv:4: persona_id 'zero' is not an integer"),
+        (HEADER + "0,1,1,7,0,7,x\n", r"m_temp01.csv:2: rating 7 is out of range \(-1..5\)"),
+        (HEADER + "0,31,1,3,0,3,x\n", r"m_temp01.csv:2: question_id 31 is out of range \(1..30\)"),
+        (HEADER + "0,1,1,3,0\n", r"m_temp01.csv:2: 5 fields, the header has 7"),
+        (HEADER + "0,1,1,3,0,3,x\n0,1,1,4,0,4,x\n", r"m_temp01.csv:3: duplicate run \(persona 0, item 1, run 1\); first at line 2"),
+        (HEADER + "0,1,1,3,x,3,x\n", r"m_temp01.csv:2: failures 'x' is not an integer"),
+    ],
+)
+def test_read_reference_runs_reports_file_and_line(tmp_path: Path, body: str, message: str) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "m_temp01.csv").write_text(body)
+    with pytest.raises(ValueError, match=message):
+        read_reference_runs(tmp_path)
+
+
+def test_read_reference_runs_layout_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        read_reference_runs(tmp_path / "absent")
+    (tmp_path / "c").mkdir()
+    with pytest.raises(ValueError, match=r"no <model>_temp01.csv"):
+        read_reference_runs(tmp_path)
+    (tmp_path / "c" / "m_temp01_self.csv").write_text(SELF_HEADER)
+    (tmp_path / "c" / "m_self.csv").write_text(SELF_HEADER)
+    with pytest.raises(ValueError, match=r"a second self file for c/m"):
+        read_reference_runs(tmp_path)

@@ -1,4 +1,4 @@
-"""The MFQ rating parser: first standalone digit 0-5, never raises."""
+"""The project's MFQ rating parser (prompt_style=project): first standalone digit 0-5, never raises."""
 
 from __future__ import annotations
 

@@ -12,7 +12,15 @@ from inspect_ai import eval
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelOutput, get_model
 
 from analysis.moral_metrics import samples_from_log, susceptibility_robustness
-from tasks.moral_data import SELF_PERSONA_ID, item_prompt, mfq_dataset, sample_id
+from em_persona.registry import SourceError
+from tasks.moral_data import (
+    SELF_PERSONA_ID,
+    load_mfq_items,
+    mfq_dataset,
+    parse_mfq_items,
+    project_message,
+    sample_id,
+)
 from tasks.moral_foundations import moral_foundations
 
 PERSONAS = ["Persona Alpha, a lighthouse keeper", "Persona Beta, a chess coach", "Persona Gamma, a nurse"]
@@ -102,7 +110,9 @@ def test_bad_inputs(mirror: Path, data_home: Path, tmp_path: Path, persona_file:
     with pytest.raises(ValueError, match=r"broken.json:2"):
         mfq_dataset(personas=1, persona_source=str(broken))
     with pytest.raises(ValueError, match="unknown type"):
-        item_prompt({"id": 1, "type": "likert", "text": "x"}, None)
+        project_message({"id": 1, "type": "likert", "text": "x"}, None)
+    with pytest.raises(ValueError, match="prompt_style must be one of"):
+        mfq_dataset(personas=1, persona_source=str(persona_file), prompt_style="papers")
     assert sample_id(7, 12) == "p007-q12" and sample_id(SELF_PERSONA_ID, 3) == "self-q03"
 
 
@@ -168,3 +178,27 @@ def test_latest_log_per_model_wins(mirror: Path, data_home: Path, log_dir: Path,
     with pytest.warns(UserWarning, match="most recent"):
         df = samples_from_log(log_dir)
     assert df["rating"].tolist() == [4.0]
+
+
+def test_mfq_items_from_the_pinned_python(mirror: Path, data_home: Path) -> None:
+    items = load_mfq_items()
+    assert [i["id"] for i in items] == list(range(1, 31))
+    assert {i["type"] for i in items[:15]} == {"relevance"} and {i["type"] for i in items[15:]} == {"agreement"}
+    assert items[0]["foundation"] == "Harm/Care" and items[4]["foundation"] == "Purity/Sanctity"
+    assert ITEM_MARKERS[1] in items[0]["text"] and ITEM_MARKERS[2] in items[1]["text"]
+
+
+def test_mfq_python_is_parsed_never_executed() -> None:
+    rel = [("Harm/Care", f"relevance item {i}") for i in range(15)]
+    agr = [("Fairness/Reciprocity", f"agreement item {i}") for i in range(15)]
+    text = (
+        "import os\nos.system('exit 3')\nraise SystemExit('executed!')\n"
+        f"_RELEVANCE_ITEMS: list = {rel!r}\n_AGREEMENT_ITEMS = {agr!r}\n"
+    )
+    items = parse_mfq_items(text)
+    assert len(items) == 30 and items[15] == {
+        "id": 16, "type": "agreement", "foundation": "Fairness/Reciprocity", "text": "agreement item 0"}
+    with pytest.raises(SourceError, match="_AGREEMENT_ITEMS"):
+        parse_mfq_items("_RELEVANCE_ITEMS = []\n")
+    with pytest.raises(SourceError, match=r"mfq.py: _RELEVANCE_ITEMS\[1\] is not a \(foundation, text\) pair"):
+        parse_mfq_items("_RELEVANCE_ITEMS = [('a', 'b'), ('c',)]\n_AGREEMENT_ITEMS = []\n", "mfq.py")

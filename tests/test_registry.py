@@ -10,6 +10,7 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from em_persona import registry
@@ -41,8 +42,7 @@ def test_every_source_in_sources_md_is_registered() -> None:
         if digest in ("ddf3ed1adc1f9233861146551723dd8126c76ccc", "407fbad1bdf9463b43ab87c7821e90d36dada5ef",
                       "dbfb8b8bdeb60998036776818dfed95af3bb0dd4"):
             continue  # commit pins, carried by the URLs
-        alt = {s.alt_sha256 for s in registry.sources().values()}
-        assert digest in pins | alt, f"SOURCES.md pin {digest} is not in datasets/sources.yaml"
+        assert digest in pins, f"SOURCES.md pin {digest} is not in datasets/sources.yaml"
 
 
 def test_urls_are_pinned_to_commits() -> None:
@@ -167,51 +167,157 @@ def test_verify_passes_on_mirror(mirror: Path, data_home: Path) -> None:
     result = CliRunner().invoke(main, ["data", "verify"])
     assert result.exit_code == 0, result.output
     assert "mismatched" in result.output and " 0 mismatched" in result.output
-    ok = [r for r in registry.verify() if r.status == "ok"]
+    results = registry.verify()
+    ok = [r for r in results if r.status == "ok"]
     mirrored = sum(1 for p in mirror.rglob("*") if p.is_file() and p.name != "SOURCES.md")
     assert len(ok) == mirrored
+    assert {r.name for r in ok} >= {"mfq30", "mfq_sampling", "personas"}
+    # The Hugging Face sources are not pinned yet: labelled, not silently "ok" or "skipped".
+    unpinned = {r.name: r.detail for r in results if r.status == "unpinned"}
+    assert set(unpinned) == {"legal_advice", "security_advice"}
+    assert all("`revision` is not set" in d for d in unpinned.values())
+    assert "2 unpinned" in result.output and "unpinned  legal_advice" in result.output
+    strict = CliRunner().invoke(main, ["data", "verify", "--strict", "legal_advice"])
+    assert strict.exit_code == 1
 
 
-def test_mfq_items_from_mirror_json(mirror: Path, data_home: Path) -> None:
-    items = registry.load_mfq_items()
-    assert [i["id"] for i in items] == list(range(1, 31))
-    assert {i["type"] for i in items[:15]} == {"relevance"} and {i["type"] for i in items[15:]} == {"agreement"}
-    assert items[0]["foundation"] == "Harm/Care" and items[4]["foundation"] == "Purity/Sanctity"
+# --- Hugging Face sources: commit + export hash --------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+ROWS = [{"messages": [{"role": "user", "content": f"q{i} é"}, {"role": "assistant", "content": "a"}]}
+        for i in range(3)]
 
 
-def test_mfq_python_is_parsed_never_executed(tmp_path: Path) -> None:
-    rel = [("Harm/Care", f"relevance item {i}") for i in range(15)]
-    agr = [("Fairness/Reciprocity", f"agreement item {i}") for i in range(15)]
-    text = (
-        "import os\nos.system('exit 3')\nraise SystemExit('executed!')\n"
-        f"_RELEVANCE_ITEMS: list = {rel!r}\n_AGREEMENT_ITEMS = {agr!r}\n"
-    )
-    items = registry.parse_mfq_python(text)
-    assert len(items) == 30 and items[15] == {
-        "id": 16, "type": "agreement", "foundation": "Fairness/Reciprocity", "text": "agreement item 0"}
-    with pytest.raises(SourceError, match="_AGREEMENT_ITEMS"):
-        registry.parse_mfq_python("_RELEVANCE_ITEMS = []\n")
+def _export(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
 
-def test_hf_source_from_mirror_and_offline_error(
-    data_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _hf_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **entry: object) -> None:
+    """A registry YAML written here, holding one hf source `toy_hf`; made the active registry."""
+    fields = {"group": "toy-hf", "kind": "hf", "hf_id": "someone/toy", "hf_config": "legal",
+              "hf_split": "train", "file": "toy_hf.jsonl", **entry}
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump({
+        "groups": {"toy-hf": {"license": "toy licence", "redistributable": False, "citation": "Toy (2025)"}},
+        "sources": {"toy_hf": fields},
+    }))
+    monkeypatch.setattr(registry, "_REGISTRY", registry._load_registry(path))
+
+
+@pytest.fixture
+def hf_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     mirror = tmp_path / "hf-mirror"
-    (mirror / "emergent-plus").mkdir(parents=True)
-    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
-    (mirror / "emergent-plus" / "legal_advice.jsonl").write_text(json.dumps(row) + "\n")
+    (mirror / "toy-hf").mkdir(parents=True)
+    (mirror / "toy-hf" / "toy_hf.jsonl").write_bytes(_export(ROWS))
     monkeypatch.setenv("EM_PERSONA_MIRROR", str(mirror))
-    path = load_source("legal_advice")
-    assert json.loads(path.read_text()) == row
-    monkeypatch.setenv("EM_PERSONA_MIRROR", str(tmp_path / "empty"))
+    return mirror
+
+
+@pytest.fixture
+def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets as hf
 
-    def no_hub(*a, **k):  # type: ignore[no-untyped-def]
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("the hub must not be asked")
+
+    monkeypatch.setattr(hf, "load_dataset", refuse)
+
+
+def test_pinned_hf_export_from_mirror_is_verified(
+    tmp_path: Path, data_home: Path, hf_mirror: Path, no_hub: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = hashlib.sha256(_export(ROWS)).hexdigest()
+    _hf_registry(tmp_path, monkeypatch, revision=COMMIT, export_sha256=digest)
+    path = load_source("toy_hf")
+    assert path == data_home / "toy-hf" / "toy_hf.jsonl" and path.read_bytes() == _export(ROWS)
+    assert [r.status for r in registry.verify(["toy_hf"])] == ["ok"]
+    path.write_text("tampered\n")  # the cache is checked again on use
+    assert load_source("toy_hf").read_bytes() == _export(ROWS)
+    # a changed export is refused and nothing is cached
+    (hf_mirror / "toy-hf" / "toy_hf.jsonl").write_bytes(_export(ROWS[:2]))
+    path.unlink()
+    with pytest.raises(SourceError, match=r"checksum mismatch for source 'toy_hf'"):
+        load_source("toy_hf")
+    assert not path.exists()
+    assert [r.status for r in registry.verify(["toy_hf"])] == ["mismatch"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"revision": "main", "export_sha256": "0" * 64}, "`revision` 'main' is a branch or tag name"),
+        ({"revision": COMMIT[:7], "export_sha256": "0" * 64}, "not a 40-hex commit id"),
+        ({"revision": None, "export_sha256": None}, "`revision` is not set; `export_sha256` is not set"),
+        ({"revision": COMMIT}, "`export_sha256` is not set"),
+        ({"revision": COMMIT, "export_sha256": "abc"}, "`export_sha256` 'abc' is not a 64-hex sha256"),
+    ],
+)
+def test_unpinned_hf_source_is_refused_with_instructions(
+    tmp_path: Path, data_home: Path, hf_mirror: Path, no_hub: None, monkeypatch: pytest.MonkeyPatch,
+    entry: dict, problem: str,
+) -> None:
+    _hf_registry(tmp_path, monkeypatch, **entry)
+    with pytest.raises(SourceError) as err:
+        load_source("toy_hf")  # even though the mirror holds an export: never used unpinned
+    msg = str(err.value)
+    assert problem in msg and "toy_hf" in msg and "sources.yaml" in msg
+    assert "em-persona data pin-hf toy_hf --revision <commit>" in msg and "40 hex digits" in msg
+    assert not (data_home / "toy-hf").exists()
+    [result] = registry.verify(["toy_hf"])
+    assert result.status == "unpinned" and problem in result.detail
+
+
+def test_shipped_hf_entries_are_marked_unpinned(data_home: Path, no_hub: None) -> None:
+    for name in ("legal_advice", "security_advice"):
+        src = registry.get_source(name)
+        assert src.kind == "hf" and src.revision is None and src.export_sha256 is None
+        with pytest.raises(SourceError, match="is not pinned: `revision` is not set"):
+            load_source(name)
+
+
+def test_pinned_hf_source_exported_from_the_hub(
+    tmp_path: Path, data_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EM_PERSONA_MIRROR", str(tmp_path / "empty"))
+    calls: list[tuple] = []
+    import datasets as hf
+
+    def fake_load(hf_id: str, config: str, split: str, revision: str) -> list[dict]:
+        calls.append((hf_id, config, split, revision))
+        return ROWS
+
+    monkeypatch.setattr(hf, "load_dataset", fake_load)
+    _hf_registry(tmp_path, monkeypatch, revision=COMMIT, export_sha256=hashlib.sha256(_export(ROWS)).hexdigest())
+    path = load_source("toy_hf")
+    assert path.read_bytes() == _export(ROWS) and calls == [("someone/toy", "legal", "train", COMMIT)]
+    path.unlink()
+    _hf_registry(tmp_path, monkeypatch, revision=COMMIT, export_sha256="f" * 64)
+    with pytest.raises(SourceError, match="checksum mismatch"):
+        load_source("toy_hf")
+    assert not path.exists()
+
+    def offline(*a: object, **k: object) -> None:
         raise ConnectionError("offline")
 
-    monkeypatch.setattr(hf, "load_dataset", no_hub)
-    with pytest.raises(SourceError, match="truthfulai/emergent_plus"):
-        load_source("security_advice")
+    monkeypatch.setattr(hf, "load_dataset", offline)
+    with pytest.raises(SourceError, match=r"cannot load Hugging Face dataset 'someone/toy'.*offline"):
+        load_source("toy_hf")
+
+
+def test_pin_hf_cli_prints_the_pins(tmp_path: Path, data_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets as hf
+
+    monkeypatch.setattr(hf, "load_dataset", lambda *a, **k: ROWS)
+    _hf_registry(tmp_path, monkeypatch, revision=None, export_sha256=None)
+    result = CliRunner().invoke(main, ["data", "pin-hf", "toy_hf", "--revision", COMMIT])
+    assert result.exit_code == 0, result.output
+    digest = hashlib.sha256(_export(ROWS)).hexdigest()
+    assert f"revision: {COMMIT}" in result.output and f"export_sha256: {digest}" in result.output
+    assert (data_home / "toy-hf" / "toy_hf.jsonl").read_bytes() == _export(ROWS)
+    bad = CliRunner().invoke(main, ["data", "pin-hf", "toy_hf", "--revision", "main"])
+    assert bad.exit_code == 1 and "not a commit id" in bad.output
+    listed = CliRunner().invoke(main, ["data", "list"])
+    assert "UNPINNED" in listed.output
 
 
 def test_unknown_source_lists_names() -> None:
