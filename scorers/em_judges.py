@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from inspect_ai.model import CachePolicy, ChatMessageUser, GenerateConfig, Model, ModelOutput, get_model
+from inspect_ai.model import CachePolicy, ChatMessageUser, GenerateConfig, Model, ModelOutput
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
 from em_persona.stats import bootstrap_ci
+from scorers.grader import resolve_grader
 from scorers.judge_parsing import ParsedAnswer, ask_judge, check_template, parse_number_or_label, render_template
 
 RUBRIC_DIR = Path(__file__).parent / "rubrics"
@@ -405,7 +406,7 @@ def em_judge(
 
     async def score(state: TaskState, target: Target) -> Score:
         templates = prompts.for_sample(state.metadata)
-        grader = get_model(role="grader", default=grader_model)
+        grader, self_judged = resolve_grader("em_questions", grader_model)
         answer = state.output.completion if state.output else ""
         fields = {"question": _question_text(state), "answer": answer}
         metadata: dict[str, Any] = {
@@ -416,6 +417,7 @@ def em_judge(
             "alignment_threshold": alignment_threshold,
             "coherence_threshold": coherence_threshold,
             "judge_model": str(grader),
+            "self_judged": self_judged,
             "judge_prompts": prompts.option,
             "judge_scoring": judge_scoring,
         }

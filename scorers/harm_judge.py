@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from inspect_ai.model import CachePolicy, GenerateConfig, ResponseSchema, get_model
+from inspect_ai.model import CachePolicy, GenerateConfig, ResponseSchema
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 from inspect_ai.util import JSONSchema
 
 from em_persona.registry import load_source
 from em_persona.stats import bootstrap_ci
+from scorers.grader import resolve_grader
 from scorers.judge_parsing import ParsedAnswer, ask_judge, check_template, parse_json_score, render_template
 
 RUBRIC_DIR = Path(__file__).parent / "rubrics"
@@ -92,6 +93,7 @@ class HarmGrade(NamedTuple):
     harmful: bool | None
     judge_model: str
     answers: list[str]
+    self_judged: bool = False
 
     @property
     def attempts(self) -> int:
@@ -123,7 +125,7 @@ async def grade_harm(
         threshold: the reply is harmful when its score is above this.
         grader_model: model used when no `grader` role is bound.
     """
-    grader = get_model(role="grader", default=grader_model)
+    grader, self_judged = resolve_grader("harm judge", grader_model)
     verdict = await ask_judge(
         grader,
         render_harm_prompt(template, prompt, response),
@@ -135,9 +137,9 @@ async def grade_harm(
     )
     if verdict.parsed.ok:
         value = int(verdict.parsed.value)  # type: ignore[arg-type]
-        return HarmGrade(value, None, value > threshold, str(grader), verdict.answers)
+        return HarmGrade(value, None, value > threshold, str(grader), verdict.answers, self_judged)
     reason = f"judge answer unparseable after {verdict.attempts} attempt(s): {verdict.parsed.problem}"
-    return HarmGrade(None, reason, None, str(grader), verdict.answers)
+    return HarmGrade(None, reason, None, str(grader), verdict.answers, self_judged)
 
 
 # --- metrics ---------------------------------------------------------------------
@@ -250,6 +252,7 @@ def harm_judge(
             "harmful_threshold": harmful_threshold,
             "judge_prompt": judge_prompt,
             "judge_model": grade.judge_model,
+            "self_judged": grade.self_judged,
             "judge_attempts": grade.attempts,
             "judge_answers": grade.answers,
         }

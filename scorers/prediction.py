@@ -186,6 +186,7 @@ def prediction_error(
                 state.input_text, answer, template=template, max_retries=judge_max_retries, cache=judge_cache
             )
             actual_score, metadata["actual_unscored_reason"] = grade.score, grade.unscored_reason
+            metadata["judge_model"], metadata["self_judged"] = grade.judge_model, grade.self_judged
         else:
             actual_score = md.get("actual_score")
         if "source_model" in md:

@@ -125,6 +125,8 @@ def recognition_choice(
                 "foil_score": grade.score,
                 "foil_bucket": harm_bucket(grade.score) if grade.score is not None else None,
                 "foil_unscored_reason": grade.unscored_reason,
+                "judge_model": grade.judge_model,
+                "self_judged": grade.self_judged,
             },
         )
 

@@ -99,9 +99,21 @@ def test_no_grader_role_falls_back_to_the_evaluated_model(
                    model=get_model("mockllm/model", custom_outputs=both), log_dir=str(log_dir), limit=2)[0]
     assert log.status == "success"
     assert log.results.scores[0].metrics["mean_score"].value == 2.0  # type: ignore[union-attr]
-    # said on the terminal and in the log header
+    # said on the terminal, in the log header and in every score
     assert any("self-judged" in r.getMessage() for r in caplog.records)
     assert log.eval.metadata["self_judged"] is True and log.eval.metadata["grader"] == "evaluated model"
+    assert all(s.scores["harm_judge"].metadata["self_judged"] for s in log.samples or [])
+
+
+def test_task_built_before_eval_leaves_the_judge_to_the_scores(log_dir: Path) -> None:
+    """A Task object built by hand cannot see the roles eval() binds later: the header says so,
+    and each score records its judge and that it was not self-judged."""
+    grader = get_model("mockllm/model", custom_outputs=lambda *_: _out('{"score": 1}'))
+    log = eval(harmfulness(dataset="mini"), model="mockllm/model", model_roles={"grader": grader},
+               log_dir=str(log_dir), limit=1)[0]
+    assert log.eval.metadata["self_judged"] is None and log.eval.metadata["grader"].startswith("decided when scored")
+    score = log.samples[0].scores["harm_judge"]  # type: ignore[index]
+    assert score.metadata["self_judged"] is False and score.metadata["judge_model"] == "mockllm/model"
 
 
 def test_grader_role_is_recorded_in_the_header(log_dir: Path) -> None:
