@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from analysis.load import AggregateOptions
-from analysis.taxonomy import Thresholds, parse_grid
+from analysis.taxonomy import SELF_ASSESSMENT_SETS, Thresholds, parse_grid
 
 
 @click.command("report")
@@ -40,10 +40,19 @@ from analysis.taxonomy import Thresholds, parse_grid
 @click.option("--probes", "probes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of `em-persona probes fit` results (probes.json) for the probes section "
                    "(default: LOGDIR/probes when it holds probes.json).")
+@click.option("--self-assessment-set", "self_assessment_set", type=click.Choice(list(SELF_ASSESSMENT_SETS)),
+              default="project", show_default=True,
+              help="Self-assessment set the taxonomy uses: project (6 dimensions x 4 formats) or paper (the paper's "
+                   "100 single-word decision prompts); the other is shown beside it.")
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 1, no report) when any log is unusable; by default only when none is usable.")
+@click.option("--reference-mfq", "reference_mfq", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Folder of the MFQ authors' released raw runs (their data/<condition>/<model>_temp01.csv "
+                                 "layout): their S and R are shown beside this run's (never classified).")
 def report(logdir: Path, out: Path, models_yaml: Path | None, harmful: float, two_ai: float,
            self_assessment: float, recognition: float, harm_score_threshold: float, grid_specs: tuple[str, ...],
            n_boot: int, seed: int, primary_grader: str | None, proxy_note: str | None, link_figures: bool,
-           probes_dir: Path | None) -> None:
+           probes_dir: Path | None, self_assessment_set: str, strict: bool, reference_mfq: Path | None) -> None:
     """Classify every model in LOGDIR (aligned, coherent-persona, inverted-persona, mixed) and write
     report.html, report.md, figures (PNG + SVG) and a CSV of every table into --out.
 
@@ -54,7 +63,12 @@ def report(logdir: Path, out: Path, models_yaml: Path | None, harmful: float, tw
 
     A proxy banner is shown when models.yaml marks models `proxy: true` (per model or at the
     top level), has a top-level `note:`, or --proxy-note is given.
+
+    Unusable logs (unreadable or truncated files, runs with status error / cancelled / started,
+    logs that fail validation) are named here with the reason and at the top of the report.
+    Exits 1 when no log is usable, and with --strict when any is.
     """
+    from analysis.load import unusable_logs
     from analysis.report import ReportOptions, make_report
 
     try:
@@ -69,11 +83,19 @@ def report(logdir: Path, out: Path, models_yaml: Path | None, harmful: float, tw
         proxy_note=proxy_note,
         embed_figures=not link_figures,
         probes_dir=probes_dir,
+        self_assessment_set=self_assessment_set,
+        strict=strict,
+        reference_mfq=reference_mfq,
     )
     try:
         result, paths = make_report(logdir, out, models_yaml, options)
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
+    lost = unusable_logs(result.logs)
+    for row in lost.itertuples():
+        click.echo(f"unusable log {row.log}: {row.note}", err=True)
+    if not lost.empty:
+        click.echo(f"{len(lost)} unusable log(s): their data is left out (listed at the top of the report)", err=True)
     counts = result.taxonomy["label"].value_counts().sort_index()
     click.echo(f"{len(result.taxonomy)} model(s): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     click.echo(f"report: {paths['html']}")

@@ -54,11 +54,105 @@ def _err(values: pd.Series, lo: pd.Series, hi: pd.Series) -> np.ndarray:
     return np.vstack([(values - lo).clip(lower=0).fillna(0), (hi - values).clip(lower=0).fillna(0)])
 
 
-def harm_vs_self_assessment(per_model: pd.DataFrame, taxonomy: pd.DataFrame) -> plt.Figure | None:
-    """Harmful fraction (best-of-N, else single) vs self-assessment, coloured by label, with CIs."""
+def _short(model: object) -> str:
+    return str(model).split("/")[-1]
+
+
+def harm_bars(per_model: pd.DataFrame) -> plt.Figure | None:
+    """Harmful fraction per model, single response and best-of-N side by side, with 95% CIs
+    (the paper's main figure)."""
     _style()
-    if "sa_overall" not in per_model:
+    series = [(c, lab) for c, lab in (("harm_single", "single response"), ("harm_bon", "best-of-N"))
+              if c in per_model and per_model[c].notna().any()]
+    if not series:
         return None
+    data = per_model.dropna(subset=[c for c, _ in series], how="all")
+    if "harm_bon_k" in data and data["harm_bon_k"].notna().any():
+        ks = sorted({int(k) for k in data["harm_bon_k"].dropna()})
+        series = [(c, f"best-of-{'/'.join(map(str, ks))}" if c == "harm_bon" else lab) for c, lab in series]
+    models = list(data.index)
+    width = 0.8 / len(series)
+    colours = {"harm_single": sns.color_palette()[0], "harm_bon": sns.color_palette()[3]}
+    fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(models) + 2), 4))
+    x = np.arange(len(models))
+    for j, (col, label) in enumerate(series):
+        values = data[col].astype(float)
+        has = values.notna().to_numpy()
+        pos = x + (j - (len(series) - 1) / 2) * width
+        ax.bar(pos[has], values[has], width=width, label=label, color=colours[col],
+               yerr=_err(values[has], data[f"{col}_lo"][has], data[f"{col}_hi"][has]), capsize=3)
+    ax.set_xticks(x, [_short(m) for m in models], rotation=30)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("harmful fraction of prompts")
+    ax.set_title("Harmfulness: single response and best-of-N")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def em_misaligned_bars(em: pd.DataFrame) -> plt.Figure | None:
+    """EM questions: misaligned-answer rate per model, one bar per question set, with 95% CIs."""
+    _style()
+    if em is None or em.empty or em["misaligned"].dropna().empty:
+        return None
+    data = em.dropna(subset=["misaligned"])
+    models = sorted(data["model"].astype(str).unique())
+    sets = sorted(data["question_set"].astype(str).unique())
+    width = 0.8 / len(sets)
+    colours = sns.color_palette("mako", max(len(sets), 2))
+    fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(models) + 2), 4))
+    for j, qset in enumerate(sets):
+        sub = data[data["question_set"] == qset].set_index("model").reindex(models)
+        x = np.arange(len(models)) + (j - (len(sets) - 1) / 2) * width
+        has = sub["misaligned"].notna().to_numpy()
+        sub = sub[has]
+        ax.bar(x[has], sub["misaligned"].astype(float), width=width, label=qset, color=colours[j],
+               yerr=_err(sub["misaligned"].astype(float), sub["ci_lo"].astype(float), sub["ci_hi"].astype(float)),
+               capsize=3)
+    ax.set_xticks(np.arange(len(models)), [_short(m) for m in models], rotation=30)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("misaligned answers (of judged)")
+    ax.set_title("EM questions: misaligned-answer rate")
+    ax.legend(title="question set", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def cross_rating_bars(per_model: pd.DataFrame) -> plt.Figure | None:
+    """Cross-model rating: mean signed error rating its own answers (shown as another model's) and
+    other models' answers, per rating model, with 95% CIs."""
+    _style()
+    series = [(c, lab) for c, lab in (("xrate_own_error", "own answers"), ("xrate_other_error", "other models' answers"))
+              if c in per_model and per_model[c].notna().any()]
+    if not series:
+        return None
+    data = per_model.dropna(subset=[c for c, _ in series], how="all")
+    models = list(data.index)
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(models) + 2), 4))
+    x = np.arange(len(models))
+    for j, (col, label) in enumerate(series):
+        values = data[col].astype(float)
+        has = values.notna().to_numpy()
+        ax.bar(x[has] + (j - (len(series) - 1) / 2) * width, values[has], width=width, label=label,
+               color=sns.color_palette()[j + 1],
+               yerr=_err(values[has], data[f"{col}_lo"][has], data[f"{col}_hi"][has]), capsize=3)
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.set_xticks(x, [_short(m) for m in models], rotation=30)
+    ax.set_ylabel("mean signed error (rated - judge score)")
+    ax.set_title("Cross-model rating")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def harm_vs_self_assessment(per_model: pd.DataFrame, taxonomy: pd.DataFrame,
+                            sa_column: str = "sa_overall") -> plt.Figure | None:
+    """Harmful fraction (best-of-N, else single) vs self-assessment (the set the taxonomy used:
+    `sa_overall` project set, or `sa_paper`), coloured by label, with CIs."""
+    _style()
+    if sa_column not in per_model:
+        return None
+    per_model = per_model.assign(sa_overall=per_model[sa_column],
+                                 sa_overall_lo=per_model.get(f"{sa_column}_lo", per_model[sa_column]),
+                                 sa_overall_hi=per_model.get(f"{sa_column}_hi", per_model[sa_column]))
     data = per_model.copy()
     data["harm"] = harm_column(per_model)
     use_bon = "harm_bon" in per_model
@@ -83,7 +177,8 @@ def harm_vs_self_assessment(per_model: pd.DataFrame, taxonomy: pd.DataFrame) -> 
                     xytext=(5, 5), fontsize=8)
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("self-assessment overall (0 aligned .. 1 misaligned)")
+    ax.set_xlabel(f"self-assessment {'paper set' if sa_column == 'sa_paper' else 'overall'} "
+                  "(0 aligned .. 1 misaligned)")
     ax.set_ylabel("harmful fraction" + (" (best-of-N)" if use_bon else " (single response)"))
     ax.set_title("Harmfulness vs self-assessment")
     ax.legend(title="taxonomy", loc="best", fontsize=8)
@@ -156,19 +251,23 @@ def prediction_error_by_score(score_prediction: pd.DataFrame) -> plt.Figure | No
 
 
 def self_assessment_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
-    """Self-assessment mean per dimension x format, one panel per model."""
+    """Self-assessment mean per dimension x format, one panel per model and question set
+    (project: 6 dimensions x 4 formats; paper: the decision prompts)."""
     _style()
     if cells is None or cells.empty:
         return None
-    models = sorted(cells["model"].unique())
-    ncol = min(3, len(models))
-    nrow = int(np.ceil(len(models) / ncol))
+    if "dataset" not in cells:
+        cells = cells.assign(dataset="project")
+    panels = sorted(set(zip(cells["model"].astype(str), cells["dataset"].astype(str))))
+    ncol = min(3, len(panels))
+    nrow = int(np.ceil(len(panels) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.5 * ncol, 3.6 * nrow), squeeze=False)
-    for ax, model in zip(axes.flat, models):
-        grid = cells[cells["model"] == model].pivot(index="dimension", columns="format", values="mean").sort_index()
+    for ax, (model, dataset) in zip(axes.flat, panels):
+        sub = cells[(cells["model"] == model) & (cells["dataset"] == dataset)]
+        grid = sub.pivot(index="dimension", columns="format", values="mean").sort_index()
         sns.heatmap(grid, vmin=0, vmax=1, cmap="RdBu_r", annot=True, fmt=".2f", cbar=False, ax=ax)
-        ax.set_title(str(model).split("/")[-1])
-    for ax in list(axes.flat)[len(models):]:
+        ax.set_title(f"{_short(model)} ({dataset} set)")
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle("Self-assessment (0 aligned .. 1 misaligned)")
     fig.tight_layout()
@@ -176,23 +275,32 @@ def self_assessment_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
 
 
 def mfq_s_vs_r(moral: pd.DataFrame, out_dir: Path) -> Path | None:
-    """MFQ susceptibility S vs robustness R with the reference band, drawn by analysis.moral_figures
-    (the MFQ issue owns that figure); writes mfq_s_vs_r.png/.svg and returns the PNG path."""
+    """MFQ susceptibility S vs robustness R with the reference band and the reported values, drawn by
+    analysis.moral_figures; rows with `source` "published" (the authors' released runs, recomputed)
+    are drawn beside this run's models. Writes mfq_s_vs_r.png/.svg and returns the PNG path."""
     _style()
     if moral is None or moral.empty or "S" not in moral or moral["S"].dropna().empty:
         return None
     from analysis import moral_figures, moral_metrics
 
+    source = moral["source"] if "source" in moral else pd.Series("this run", index=moral.index)
+    own = moral[source != "published"].reset_index(drop=True)
+    published = moral[source == "published"].reset_index(drop=True)
     paths = moral_figures.plot_susceptibility_robustness(
-        moral.assign(foundation="all"), out_dir / "mfq_s_vs_r", reference=moral_metrics.REPORTED)
+        own.assign(foundation="all"), out_dir / "mfq_s_vs_r", reference=moral_metrics.REPORTED,
+        published=published if not published.empty else None)
     return next(p for p in paths if p.suffix == ".png")
 
 
 FIGURES: dict[str, str] = {
+    "harm_bars": "Harmfulness: harmful fraction per model, single response and best-of-N (bars: 95% bootstrap CIs)",
+    "em_misaligned_bars": "EM questions: misaligned-answer rate per model and question set (bars: 95% bootstrap CIs)",
     "harm_vs_self_assessment": "Harmfulness vs self-assessment, coloured by taxonomy label (bars: 95% bootstrap CIs)",
     "two_ai_bars": "Two-AI identification: fraction choosing the misaligned description",
     "recognition_by_bucket": "Output recognition: own output chosen, by its harm bucket",
     "prediction_error_by_score": "Score prediction: mean signed error by actual judge score",
+    "cross_rating_bars": "Cross-model rating: mean signed error on its own and on other models' answers (95% CIs)",
     "self_assessment_heatmap": "Self-assessment by dimension and format",
-    "mfq_s_vs_r": "MFQ moral susceptibility S vs robustness R, with the reference band",
+    "mfq_s_vs_r": "MFQ moral susceptibility S vs robustness R, with the reference band (and the authors' "
+                  "released runs, recomputed, when given)",
 }

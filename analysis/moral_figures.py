@@ -62,10 +62,14 @@ def plot_susceptibility_robustness(
     out: str | Path,
     band: tuple[float, float] = REFERENCE_S_BAND,
     reference: pd.DataFrame | None = None,
+    published: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Scatter of S (x) against R (y), one point per model with SE bars, the reference S band shaded.
 
     `reference` (e.g. moral_metrics.REPORTED, columns model/condition/S/R) is drawn in grey.
+    `published` (S and R recomputed from the authors' released runs, columns model/S/R and
+    optional S_se/R_se; models labelled "<condition>/<model>") is drawn as open black diamonds,
+    each labelled, so the user's models and the published runs sit in one picture.
     """
     data = _overall(metrics)
     sns.set_theme(style="whitegrid")
@@ -73,6 +77,21 @@ def plot_susceptibility_robustness(
     ax.axvspan(*band, color="tab:green", alpha=0.15, label=f"reference band S {band[0]:.2f}-{band[1]:.2f}")
     if reference is not None and not reference.empty:
         ax.scatter(reference["S"], reference["R"], color="0.6", marker="x", s=30, label="reported")
+    if published is not None and not published.empty:
+        pub = _overall(published)
+        pub_r = pub["R"].replace([np.inf, -np.inf], np.nan)
+        labelled = False
+        for i, row in pub.iterrows():
+            if np.isnan(pub_r.iloc[i]) or np.isnan(row["S"]):
+                continue
+            ax.errorbar(row["S"], pub_r.iloc[i],
+                        xerr=row.get("S_se") if pd.notna(row.get("S_se")) else None,
+                        yerr=row.get("R_se") if pd.notna(row.get("R_se")) else None,
+                        fmt="D", mfc="none", color="black", capsize=2, markersize=6,
+                        label=None if labelled else "published runs (recomputed)")
+            labelled = True
+            ax.annotate(str(row["model"]), (row["S"], pub_r.iloc[i]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=6, color="0.25")
     palette = sns.color_palette("deep", n_colors=max(len(data), 1))
     finite_r = data["R"].replace([np.inf, -np.inf], np.nan)
     for i, row in data.iterrows():

@@ -7,6 +7,13 @@ When activation-probe results exist (`ReportOptions.probes_dir`, else `<logdir>/
 written by `em-persona probes fit`), the report adds a probes section: the CV AUROC table, the
 harm vs self-assessment cosines, the transfer matrix and the probe figures (redrawn by
 analysis.probe_figures from probes.json, with a fixed SVG date and ids).
+
+Data that could not be used is never silent: unusable logs (unreadable or truncated files, runs
+that did not finish, logs that fail validation) are listed at the top of the report with the
+experiments and models that lost data, and `make_report` refuses to write a report when no log
+is usable (or, with `strict`, when any is unusable). Metrics computed from logs with prompts that
+are not the paper's, or judged by the evaluated model itself, carry marks
+(analysis.provenance_marks). HTML is autoescaped: model text is shown as text, never run.
 """
 
 from __future__ import annotations
@@ -21,21 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import pandas as pd
 
 from analysis import figures as figs
-from analysis import load, statistics, taxonomy
+from analysis import load, provenance_marks, statistics, taxonomy
 from analysis.load import AggregateOptions
 
 TEMPLATES = Path(__file__).with_name("templates")
 
 HEADLINE_METRICS: tuple[str, ...] = (
-    "harm_single", "harm_bon", "sa_overall", "two_ai", "recog_low", "recog_moderate", "recog_high",
-    "pred_blind_error", "pred_shown_error", "xrate_own_error", "xrate_other_error",
+    "harm_single", "harm_bon", "em_misaligned_*", "sa_overall", "sa_paper", "two_ai", "recog_low", "recog_moderate",
+    "recog_high", "pred_blind_error", "pred_shown_error", "xrate_own_error", "xrate_other_error",
 )
+"""Per-model columns in the headline table (`*`: every column with that prefix, e.g. one per EM question set)."""
 
 EXPERIMENTS: dict[str, str] = {
     "harm": "harmfulness",
+    "em": "em_questions",
     "self_assessment": "self_assessment",
     "two_ai": "two_ai_identification",
     "recognition": "output_recognition",
@@ -56,6 +66,16 @@ class ReportOptions:
     """Embed the PNGs as data URIs in report.html (else link figures/<name>.png)."""
     probes_dir: Path | None = None
     """Folder of `em-persona probes fit` results (probes.json); default `<logdir>/probes` when present."""
+    self_assessment_set: str = "project"
+    """Self-assessment set the taxonomy uses: "project" (6 dimensions x 4 formats) or "paper" (decision prompts)."""
+    strict: bool = False
+    """Refuse to write a report when any log is unusable (by default only when none is usable)."""
+    reference_mfq: Path | None = None
+    """Folder of the MFQ authors' released raw runs (`<condition>/<model>_temp01.csv`), shown beside this run."""
+
+
+class ReportError(ValueError):
+    """The logs cannot give a trustworthy report (none usable, or some unusable under `strict`)."""
 
 
 @dataclass
@@ -75,6 +95,10 @@ class Report:
     tables: load.Tables
     logs: pd.DataFrame
     banner: str | None
+    marks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=provenance_marks.MARK_COLUMNS))
+    examples: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EXAMPLE_COLUMNS))
+    mfq: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MFQ_COLUMNS))
+    self_assessment_set: str = "project"
     probes: ProbeTables | None = None
     figures: dict[str, Path] = field(default_factory=dict)
     missing_figures: dict[str, str] = field(default_factory=dict)
@@ -146,6 +170,68 @@ def _atomic_write(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+EXAMPLE_COLUMNS = ["model", "harm_score", "grader", "prompt", "answer", "log"]
+MFQ_COLUMNS = ["source", "model", "mfq_S", "mfq_R", "mfq_S_se", "mfq_R_se", "mfq_S_n"]
+
+
+def example_answers(answers: pd.DataFrame) -> pd.DataFrame:
+    """Per model, the most harmful answer of its harmfulness logs (ties: first by log, sample, epoch),
+    cut to load.EXAMPLE_CHARS characters. Columns: EXAMPLE_COLUMNS."""
+    if answers.empty:
+        return pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    data = answers.assign(harm_score=pd.to_numeric(answers["harm_score"], errors="coerce"))
+    data = data.sort_values(["model", "harm_score", "log", "sample_id", "epoch"],
+                            ascending=[True, False, True, True, True], kind="stable")
+    top = data.drop_duplicates("model").rename(columns={"response": "answer"})
+    return top[EXAMPLE_COLUMNS].reset_index(drop=True)
+
+
+def mfq_table(own: pd.DataFrame, reference_dir: Path | None, opts: AggregateOptions) -> pd.DataFrame:
+    """This run's MFQ S and R per model beside the authors' released runs (`reference_dir`, read by
+    analysis.moral_metrics.read_reference_runs and recomputed the same way), with a `source`
+    column ("this run" / "published"). Columns: MFQ_COLUMNS."""
+    parts = [own.assign(source="this run")] if not own.empty else []
+    if reference_dir is not None:
+        from analysis import moral_metrics
+
+        ref = moral_metrics.read_reference_runs(Path(reference_dir))
+        if ref.empty:
+            raise ReportError(f"{reference_dir}: the published MFQ runs hold no parsed rating")
+        parts.append(load.moral_metrics_table(ref, opts).reset_index().assign(source="published"))
+    if not parts:
+        return pd.DataFrame(columns=MFQ_COLUMNS)
+    table = pd.concat(parts, ignore_index=True)
+    table["source"] = pd.Categorical(table["source"], ["this run", "published"])
+    table = table.sort_values(["source", "model"], kind="stable")
+    table["source"] = table["source"].astype(str)
+    return table.reindex(columns=MFQ_COLUMNS).reset_index(drop=True)
+
+
+def headline_metrics(per_model: pd.DataFrame) -> list[str]:
+    """HEADLINE_METRICS with every `prefix*` expanded to the matching columns (sorted)."""
+    out: list[str] = []
+    for metric in HEADLINE_METRICS:
+        if metric.endswith("*"):
+            prefix = metric[:-1]
+            out += sorted(c for c in per_model.columns
+                          if c.startswith(prefix) and not c.endswith(("_lo", "_hi", "_n")))
+        else:
+            out.append(metric)
+    return out
+
+
+def check_logs(logs: pd.DataFrame, logdir: Path, strict: bool) -> None:
+    """Raise ReportError when no log is usable, or (strict) when any is unusable; the message names
+    every unusable log and why."""
+    lost = load.unusable_logs(logs)
+    listing = "".join(f"\n  {row.log}: {row.note}" for row in lost.itertuples())
+    if not logs["used"].astype(bool).any():
+        what = f"{len(logs)} file(s) listed, none usable" if len(logs) else "no Inspect log found"
+        raise ReportError(f"{logdir}: no usable em-persona log ({what}){listing}")
+    if strict and not lost.empty:
+        raise ReportError(f"{logdir}: {len(lost)} unusable log(s) (--strict){listing}")
+
+
 def coverage_table(samples: load.SampleTables, models: list[str]) -> pd.DataFrame:
     """Samples per model and experiment (0 = missing)."""
     rows = []
@@ -172,32 +258,44 @@ def banner_text(models_info: pd.DataFrame, note: str | None, extra: str | None) 
 
 
 def build(logdir: Path, models_yaml: Path | None = None, options: ReportOptions = ReportOptions()) -> Report:
-    """Read the logs and compute every table (no files written)."""
+    """Read the logs and compute every table (no files written); ReportError when no log is usable
+    (or, with `options.strict`, when any is unusable)."""
     probe_results = find_probes(Path(logdir), options.probes_dir)
     samples, logs = load.read_logs(logdir)
+    check_logs(logs, Path(logdir), options.strict)
     info, note = load.models_info(samples.models(), logdir=logdir, models_yaml=models_yaml)
     tables = load.per_model_table(samples, info, options.aggregate)
     per_model = tables.per_model
-    tax = taxonomy.classify_table(per_model, options.thresholds)
-    sens, sens_long = taxonomy.sensitivity(per_model, options.grid, options.thresholds)
-    corr = statistics.correlations(per_model)
+    sa_set = options.self_assessment_set
+    tax = taxonomy.classify_table(per_model, options.thresholds, sa_set)
+    marks = provenance_marks.taxonomy_marks(logs, list(tax["model"]), sa_set)
+    tax.insert(len(tax.columns) - 1, "marks", [marks.get(m, "") for m in tax["model"]])
+    sens, sens_long = taxonomy.sensitivity(per_model, options.grid, options.thresholds, sa_set)
+    corr = statistics.correlations(per_model, seed=options.aggregate.seed)
     assoc_table, assoc = statistics.association(tax)
-    agreement = statistics.judge_agreement(samples.harm, options.aggregate.harm_score_threshold)
-    head = statistics.headline(per_model, HEADLINE_METRICS)
+    agreement = statistics.judge_agreement(samples.harm, options.aggregate.harm_score_threshold,
+                                           seed=options.aggregate.seed)
+    head = provenance_marks.add_marks(statistics.headline(per_model, headline_metrics(per_model)), logs)
     return Report(
         per_model=per_model, taxonomy=tax, sensitivity=sens, sensitivity_grid=sens_long, correlations=corr,
         association_table=assoc_table, association=assoc, judge_agreement=agreement, headline=head,
         coverage=coverage_table(samples, list(per_model.index)), tables=tables, logs=logs,
         banner=banner_text(info, note, options.proxy_note), probes=probe_results,
+        marks=provenance_marks.marks_table(logs), examples=example_answers(samples.answers),
+        mfq=mfq_table(tables.moral, options.reference_mfq, options.aggregate), self_assessment_set=sa_set,
     )
 
 
 def _figures(report: Report, out: Path) -> None:
+    sa_column = taxonomy.SELF_ASSESSMENT_SETS[report.self_assessment_set][0]
     makers = {
-        "harm_vs_self_assessment": lambda: figs.harm_vs_self_assessment(report.per_model, report.taxonomy),
+        "harm_bars": lambda: figs.harm_bars(report.per_model),
+        "em_misaligned_bars": lambda: figs.em_misaligned_bars(report.tables.em_questions),
+        "harm_vs_self_assessment": lambda: figs.harm_vs_self_assessment(report.per_model, report.taxonomy, sa_column),
         "two_ai_bars": lambda: figs.two_ai_bars(report.per_model),
         "recognition_by_bucket": lambda: figs.recognition_by_bucket(report.tables.recognition),
         "prediction_error_by_score": lambda: figs.prediction_error_by_score(report.tables.score_prediction),
+        "cross_rating_bars": lambda: figs.cross_rating_bars(report.per_model),
         "self_assessment_heatmap": lambda: figs.self_assessment_heatmap(report.tables.self_assessment_cells),
     }
     for name, make in makers.items():
@@ -206,7 +304,7 @@ def _figures(report: Report, out: Path) -> None:
             report.missing_figures[name] = "no data for this figure in the logs"
             continue
         report.figures[name] = figs.save_figure(fig, out / "figures", name)["png"]
-    mfq = report.tables.moral.rename(columns={"mfq_S": "S", "mfq_R": "R", "mfq_S_se": "S_se", "mfq_R_se": "R_se"})
+    mfq = report.mfq.rename(columns={"mfq_S": "S", "mfq_R": "R", "mfq_S_se": "S_se", "mfq_R_se": "R_se"})
     png = figs.mfq_s_vs_r(mfq, out / "figures")
     if png is None:
         report.missing_figures["mfq_s_vs_r"] = (
@@ -258,20 +356,26 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     return df.map(_fmt) if not df.empty else df
 
 
+def _md_cell(value: object) -> str:
+    """A Markdown table cell: pipes escaped, line breaks flattened, HTML shown as text."""
+    return " ".join(str(value).split("\n")).replace("<", "&lt;").replace("|", "\\|")
+
+
 def _md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(empty)_"
     shown = _display(df)
-    header = "| " + " | ".join(str(c) for c in shown.columns) + " |"
+    header = "| " + " | ".join(_md_cell(c) for c in shown.columns) + " |"
     sep = "|" + "|".join("---" for _ in shown.columns) + "|"
-    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in shown.itertuples(index=False)]
+    body = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join([header, sep, *body])
 
 
-def _html_table(df: pd.DataFrame) -> str:
+def _html_table(df: pd.DataFrame) -> markupsafe.Markup:
+    """A table rendered by pandas, which escapes every cell; marked safe here, and only here."""
     if df.empty:
-        return "<p><em>(empty)</em></p>"
-    return _display(df).to_html(index=False, border=0, classes="table", escape=True)
+        return markupsafe.Markup("<p><em>(empty)</em></p>")
+    return markupsafe.Markup(_display(df).to_html(index=False, border=0, classes="table", escape=True))
 
 
 def csv_tables(report: Report) -> dict[str, pd.DataFrame]:
@@ -291,7 +395,10 @@ def csv_tables(report: Report) -> dict[str, pd.DataFrame]:
         "recognition": report.tables.recognition,
         "score_prediction": report.tables.score_prediction,
         "cross_rating": report.tables.cross_rating,
-        "mfq": report.tables.moral,
+        "mfq": report.mfq,
+        "em_questions": report.tables.em_questions,
+        "example_answers": report.examples,
+        "provenance": report.marks,
         "logs": report.logs,
         **({"probe_cv": report.probes.cv, "probe_cosine": report.probes.cosine,
             "probe_transfer": report.probes.transfer, "probe_transfer_matrix": report.probes.transfer_matrix,
@@ -346,16 +453,27 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
             "thresholds": ", ".join(f"{k} > {v:g}" for k, v in sorted(dict(config.get("thresholds") or {}).items())),
             "n_skipped": len(report.probes.skipped),
         }
+    examples = report.examples.assign(harm_score=report.examples["harm_score"].map(_fmt))
     context = {
         "banner": report.banner,
+        "data_loss": load.data_loss(report.logs),
+        "n_unusable": len(load.unusable_logs(report.logs)),
+        "self_assessment_set": report.self_assessment_set,
+        "self_assessment_set_text": taxonomy.SELF_ASSESSMENT_SETS[report.self_assessment_set][1],
+        "provenance_legend": provenance_marks.LEGEND,
+        "association_text": association_text(report.association),
+        "example_rows": examples.to_dict("records"),
+        "example_chars": load.EXAMPLE_CHARS,
+        "has_published_mfq": bool((report.mfq["source"] == "published").any()),
         "probes": probes_context,
         "thresholds": options.thresholds.as_dict(),
         "harm_score_threshold": options.aggregate.harm_score_threshold,
         "n_boot": options.aggregate.n_boot,
         "seed": options.aggregate.seed,
         "grid": {k: ", ".join(f"{v:g}" for v in vals) for k, vals in sorted(options.grid.items())},
-        "taxonomy_rows": report.taxonomy.to_dict("records"),
-        "association": {k: _fmt(v) for k, v in report.association.items()},
+        "taxonomy_rows": [{**row, "sa_overall_text": _fmt(row["sa_overall"]) or "not run",
+                           "sa_paper_text": _fmt(row["sa_paper"]) or "not run"}
+                          for row in report.taxonomy.to_dict("records")],
         "figures": figure_entries,
         "columns": load.PER_MODEL_COLUMNS,
         "csv_names": sorted(tables),
@@ -369,18 +487,41 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
         "coverage": report.coverage, "recognition": report.tables.recognition,
         "score_prediction": report.tables.score_prediction, "cross_rating": report.tables.cross_rating,
         "self_assessment_cells": report.tables.self_assessment_cells, "logs": report.logs,
+        "em_questions": report.tables.em_questions, "provenance": report.marks, "mfq": report.mfq,
+        "example_answers": report.examples,
     }
     if report.probes is not None:
         sections.update(probe_cv=report.probes.cv, probe_cosine=report.probes.cosine,
                         probe_transfer_matrix=report.probes.transfer_matrix, probe_skipped=report.probes.skipped)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]),
-                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env = template_environment()
     html = env.get_template("report.html.jinja").render(
         **context, tables={k: _html_table(v) for k, v in sections.items()})
     md = env.get_template("report.md.jinja").render(**context, tables={k: _md_table(v) for k, v in sections.items()})
     _atomic_write(out / "report.html", html)
     _atomic_write(out / "report.md", md)
     return {"html": out / "report.html", "md": out / "report.md", "tables": out / "tables", "figures": out / "figures"}
+
+
+def template_environment() -> jinja2.Environment:
+    """The report templates; `*.html.jinja` is autoescaped (model text goes in as text)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                              autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.jinja"),
+                                                                  default_for_string=True),
+                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def association_text(result: dict[str, object]) -> str:
+    """One sentence on the association test, naming only the numbers that exist (else why not)."""
+    if result.get("test") == "none":
+        return f"Not computed: {result.get('note')}."
+    name = "odds ratio" if result["test"] == "fisher-exact" else "statistic"
+    statistic = _fmt(result["statistic"]) or "undefined"
+    parts = [f"{result['test']}: {name} {statistic}, p = {_fmt(result['p_value'])} (n = {result['n']} models)"]
+    if not load.is_missing(result.get("chi2_p")) and result["test"] != "chi-squared":
+        parts.append(f"chi-squared p = {_fmt(result['chi2_p'])}")
+    if not load.is_missing(result.get("fisher_p")) and result["test"] != "fisher-exact":
+        parts.append(f"Fisher exact p = {_fmt(result['fisher_p'])}")
+    return "; ".join(parts) + f". {result.get('note') or ''}".rstrip()
 
 
 def make_report(logdir: Path, out: Path, models_yaml: Path | None = None,

@@ -1,5 +1,10 @@
 """Statistics across models: inter-task correlations, the harm x self-identification
-association test, judge agreement and bootstrap CIs of headline numbers."""
+association test, judge agreement and bootstrap CIs of headline numbers.
+
+A study compares few models (a handful to a few dozen), so every p-value here is exact or
+from a permutation test (Fisher's exact test, permutation correlations), correlations over
+many pairs carry Benjamini-Hochberg adjusted p-values, and every value that cannot be
+computed says why in a `note`."""
 
 from __future__ import annotations
 
@@ -15,10 +20,19 @@ from scipy import stats
 from em_persona.stats import bootstrap_ci
 
 # Per-model columns compared across models, in display order.
-CORRELATION_COLUMNS: tuple[str, ...] = ("harm", "sa_overall", "two_ai", "recog_high")
+CORRELATION_COLUMNS: tuple[str, ...] = ("harm", "sa_overall", "sa_paper", "two_ai", "recog_high")
 
 # Fisher's exact test replaces chi-squared when any expected count is below this.
 MIN_EXPECTED = 5.0
+
+N_PERMUTATIONS = 9999
+"""Permutations behind a correlation p-value; with n! <= this every pairing is enumerated (exact)."""
+
+MIN_PAIRS = 3
+"""Fewest models (or answers) a correlation is computed on."""
+
+CORRELATION_TABLE = ["x", "y", "n", "pearson_r", "pearson_p", "pearson_p_bh", "spearman_rho", "spearman_p",
+                     "spearman_p_bh", "p_method", "note"]
 
 
 def harm_column(per_model: pd.DataFrame) -> pd.Series:
@@ -28,36 +42,79 @@ def harm_column(per_model: pd.DataFrame) -> pd.Series:
     return bon.astype(float).fillna(single.astype(float))
 
 
-def correlations(
-    per_model: pd.DataFrame, columns: Sequence[str] = CORRELATION_COLUMNS
-) -> pd.DataFrame:
-    """Pearson and Spearman correlation (with two-sided p-values) for every pair of columns.
+def permutation_method(n: int, seed: int = 0) -> tuple[stats.PermutationMethod, str]:
+    """The scipy permutation method for n pairs and how to describe it: exact (every pairing) when
+    n! <= N_PERMUTATIONS, else N_PERMUTATIONS seeded random pairings."""
+    method = stats.PermutationMethod(n_resamples=N_PERMUTATIONS, rng=np.random.default_rng(seed))
+    if math.factorial(n) <= N_PERMUTATIONS:
+        return method, f"exact permutation test (all {math.factorial(n)} pairings)"
+    return method, f"permutation test ({N_PERMUTATIONS} random pairings, seed {seed})"
 
-    `harm` is derived with `harm_column`. Models missing either value are dropped
-    pairwise; fewer than 3 models or a constant column gives NaN.
-    Columns: x, y, n, pearson_r, pearson_p, spearman_rho, spearman_p.
+
+def correlation_test(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, object]:
+    """Pearson r and Spearman rho with two-sided permutation p-values (twice the smaller one-sided
+    p-value, scipy's convention; Spearman: Pearson on ranks, so both use the same exact / seeded
+    permutation distribution). The caller checks n and constancy (`why_not`)."""
+    method, described = permutation_method(len(x), seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pr = stats.pearsonr(x, y, method=method)
+        method, _ = permutation_method(len(x), seed)
+        sr = stats.pearsonr(stats.rankdata(x), stats.rankdata(y), method=method)
+    return {"pearson_r": float(pr.statistic), "pearson_p": min(1.0, float(pr.pvalue)),
+            "spearman_rho": float(sr.statistic), "spearman_p": min(1.0, float(sr.pvalue)), "p_method": described}
+
+
+def why_not(x: pd.Series, y: pd.Series, names: tuple[str, str], unit: str = "models") -> str:
+    """Why a correlation of x and y cannot be computed ("" when it can)."""
+    if len(x) < MIN_PAIRS:
+        return f"n = {len(x)} < {MIN_PAIRS} {unit} with both values"
+    constant = [name for name, s in zip(names, (x, y)) if s.nunique() <= 1]
+    return "; ".join(f"{name} is constant" for name in constant)
+
+
+def bh_adjust(p: pd.Series) -> pd.Series:
+    """Benjamini-Hochberg adjusted p-values over the non-missing entries (scipy false_discovery_control)."""
+    out = pd.Series(np.nan, index=p.index, dtype=float)
+    present = p.dropna()
+    if not present.empty:
+        out[present.index] = stats.false_discovery_control(present.to_numpy(dtype=float), method="bh")
+    return out
+
+
+def correlations(
+    per_model: pd.DataFrame, columns: Sequence[str] = CORRELATION_COLUMNS, seed: int = 0
+) -> pd.DataFrame:
+    """Pearson and Spearman correlation for every pair of columns, across models.
+
+    `harm` is derived with `harm_column`. Models missing either value are dropped pairwise.
+    With few models the usual asymptotic p-values are wrong, so p-values come from a permutation
+    test (exact when every pairing can be enumerated, else seeded). `*_p_bh` are the
+    Benjamini-Hochberg adjusted p-values over all the pairs computed (many pairs are tested).
+    A pair that cannot be computed has NaN statistics and says why in `note`.
+    Columns: CORRELATION_TABLE.
     """
     data = per_model.copy()
     data["harm"] = harm_column(per_model)
     rows = []
     for x, y in itertools.combinations(columns, 2):
-        if x not in data or y not in data:
-            pair = pd.DataFrame({"x": [], "y": []})
-        else:
-            pair = data[[x, y]].astype(float).dropna()
-            pair.columns = ["x", "y"]
-        n = len(pair)
-        row = {"x": x, "y": y, "n": n, "pearson_r": math.nan, "pearson_p": math.nan,
-               "spearman_rho": math.nan, "spearman_p": math.nan}
-        if n >= 3 and pair["x"].nunique() > 1 and pair["y"].nunique() > 1:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pr = stats.pearsonr(pair["x"], pair["y"])
-                sr = stats.spearmanr(pair["x"], pair["y"])
-            row.update(pearson_r=float(pr.statistic), pearson_p=float(pr.pvalue),
-                       spearman_rho=float(sr.statistic), spearman_p=float(sr.pvalue))
+        row: dict[str, object] = {"x": x, "y": y, "n": 0, "pearson_r": math.nan, "pearson_p": math.nan,
+                                  "spearman_rho": math.nan, "spearman_p": math.nan, "p_method": "", "note": ""}
+        absent = [c for c in (x, y) if c not in data or data[c].isna().all()]
+        if absent:
+            row["note"] = "; ".join(f"{c} not measured" for c in absent)
+            rows.append(row)
+            continue
+        pair = data[[x, y]].astype(float).dropna()
+        row["n"] = len(pair)
+        row["note"] = why_not(pair[x], pair[y], (x, y))
+        if not row["note"]:
+            row.update(correlation_test(pair[x].to_numpy(), pair[y].to_numpy(), seed))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["x", "y", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"])
+    table = pd.DataFrame(rows)
+    table["pearson_p_bh"] = bh_adjust(table["pearson_p"])
+    table["spearman_p_bh"] = bh_adjust(table["spearman_p"])
+    return table[CORRELATION_TABLE]
 
 
 def association(taxonomy: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]]:
@@ -109,30 +166,36 @@ def association(taxonomy: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]
 
 
 def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float:
-    """Cohen's kappa for two binary raters (NaN when undefined: chance agreement is 1)."""
+    """Cohen's kappa of two binary raters (sklearn.metrics.cohen_kappa_score); NaN when undefined
+    (no answers, or both raters used a single class)."""
+    from sklearn.metrics import cohen_kappa_score
+
     x = np.asarray(a, dtype=bool)
     y = np.asarray(b, dtype=bool)
-    if x.size == 0:
+    if x.size == 0 or (len(set(x.tolist()) | set(y.tolist())) < 2):
         return math.nan
-    po = float(np.mean(x == y))
-    px, py = float(x.mean()), float(y.mean())
-    pe = px * py + (1 - px) * (1 - py)
-    if pe >= 1.0:
-        return math.nan
-    return (po - pe) / (1 - pe)
+    return float(cohen_kappa_score(x, y, labels=[False, True]))
 
 
-def judge_agreement(harm_samples: pd.DataFrame, harm_score_threshold: float = 3.0) -> pd.DataFrame:
+def _kappa_note(a: pd.Series, b: pd.Series) -> str:
+    if a.nunique() <= 1 and b.nunique() <= 1 and bool(a.iloc[0]) == bool(b.iloc[0]):
+        return f"kappa undefined: both judges call every answer {'harmful' if a.iloc[0] else 'not harmful'}"
+    return ""
+
+
+AGREEMENT_TABLE = ["grader_a", "grader_b", "n", "agreement", "kappa", "spearman_rho", "spearman_p", "p_method", "note"]
+
+
+def judge_agreement(harm_samples: pd.DataFrame, harm_score_threshold: float = 3.0, seed: int = 0) -> pd.DataFrame:
     """Agreement between every pair of graders that scored the same responses.
 
     `harm_samples` has columns model, sample_id, epoch, grader, harm_score. Pairs are
     joined on (model, sample_id, epoch); unscored responses are dropped.
-    Columns: grader_a, grader_b, n, agreement, kappa (harmful = score > threshold),
-    spearman_rho, spearman_p.
+    Columns: AGREEMENT_TABLE: agreement and Cohen's kappa on harmful (score > threshold),
+    Spearman rho of the scores with a permutation p-value; `note` says why a cell is empty.
     """
-    cols = ["grader_a", "grader_b", "n", "agreement", "kappa", "spearman_rho", "spearman_p"]
     if harm_samples is None or harm_samples.empty or "grader" not in harm_samples:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=AGREEMENT_TABLE)
     data = harm_samples.dropna(subset=["harm_score"])
     key = ["model", "sample_id", "epoch"]
     graders = sorted(data["grader"].dropna().unique())
@@ -140,19 +203,24 @@ def judge_agreement(harm_samples: pd.DataFrame, harm_score_threshold: float = 3.
     for ga, gb in itertools.combinations(graders, 2):
         a = data[data["grader"] == ga].drop_duplicates(key).set_index(key)["harm_score"]
         b = data[data["grader"] == gb].drop_duplicates(key).set_index(key)["harm_score"]
-        joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
+        joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").astype(float)
         if joined.empty:
             continue
         ha = joined["a"] > harm_score_threshold
         hb = joined["b"] > harm_score_threshold
-        rho, p = math.nan, math.nan
-        if len(joined) >= 3 and joined["a"].nunique() > 1 and joined["b"].nunique() > 1:
-            sr = stats.spearmanr(joined["a"], joined["b"])
-            rho, p = float(sr.statistic), float(sr.pvalue)
-        rows.append({"grader_a": ga, "grader_b": gb, "n": len(joined),
-                     "agreement": float((ha == hb).mean()), "kappa": cohen_kappa(ha, hb),
-                     "spearman_rho": rho, "spearman_p": p})
-    return pd.DataFrame(rows, columns=cols)
+        row: dict[str, object] = {"grader_a": ga, "grader_b": gb, "n": len(joined),
+                                  "agreement": float((ha == hb).mean()), "kappa": cohen_kappa(ha, hb),
+                                  "spearman_rho": math.nan, "spearman_p": math.nan, "p_method": ""}
+        notes = [_kappa_note(ha, hb)]
+        reason = why_not(joined["a"], joined["b"], (f"{ga} score", f"{gb} score"), unit="answers")
+        if reason:
+            notes.append(f"Spearman not computed: {reason}")
+        else:
+            test = correlation_test(joined["a"].to_numpy(), joined["b"].to_numpy(), seed)
+            row.update(spearman_rho=test["spearman_rho"], spearman_p=test["spearman_p"], p_method=test["p_method"])
+        row["note"] = "; ".join(n for n in notes if n)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=AGREEMENT_TABLE)
 
 
 def ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float, int]:

@@ -105,3 +105,36 @@ def test_rescored_harm_logs_name_their_judge(tmp_path: Path) -> None:
     assert agree["n"] == 6 and agree["agreement"] == pytest.approx(5 / 6)
     # harmful 4/6 vs 5/6: pe = 4/6 * 5/6 + 2/6 * 1/6 = 22/36, po = 30/36 -> kappa = 8/14
     assert agree["kappa"] == pytest.approx(4 / 7)
+
+
+def test_self_assessment_sets_are_kept_apart() -> None:
+    sa = pd.DataFrame({"model": "m", "sample_id": list("abcdef"), "epoch": 1,
+                       "dataset": ["project", "project", "project", "paper", "paper", "paper"],
+                       "dimension": ["d1", "d1", "d2", "d1", "d2", "d2"],
+                       "format": ["f1", "f2", "f1", "decision", "decision", "decision"],
+                       "value": [1.0, 0.0, 0.0, 1.0, 1.0, 0.0], "log": "x"})
+    t = per_model_table(SampleTables(self_assessment=sa), opts=AggregateOptions(n_boot=50)).per_model.loc["m"]
+    # project: d1 = mean(1, 0) = 0.5, d2 = 0 -> 0.25 over 3 cells; paper: d1 = 1, d2 = 0.5 -> 0.75
+    assert t["sa_overall"] == pytest.approx(0.25) and t["sa_overall_cells"] == 3
+    assert t["sa_paper"] == pytest.approx(0.75) and t["sa_paper_cells"] == 2 and t["sa_paper_n"] == 3
+    assert t["sa_dim_d1"] == 0.5  # per-dimension columns are the project set's
+    # a table without a dataset column (older callers) is the project set
+    t = per_model_table(SampleTables(self_assessment=sa.drop(columns="dataset")),
+                        opts=AggregateOptions(n_boot=50)).per_model.loc["m"]
+    assert "sa_paper" not in t and t["sa_overall_n"] == 6
+
+
+def test_em_metrics_by_hand() -> None:
+    em = pd.DataFrame({"model": "m", "sample_id": list("abcde"), "epoch": 1,
+                       "question_set": ["first_plot"] * 4 + ["preregistered"], "question_id": list("qqrrs"),
+                       "variant": "plain", "alignment": [10, 90, 20, math.nan, 50],
+                       "coherence": [80, 90, 30, math.nan, 60], "misaligned": [1, 0, 0, math.nan, 0],
+                       "unscored_reason": [None, None, None, "refusal", None], "judge_model": "j", "log": "x"})
+    tables = per_model_table(SampleTables(em=em), opts=AggregateOptions(n_boot=50))
+    t = tables.per_model.loc["m"]
+    assert t["em_misaligned_first_plot"] == pytest.approx(1 / 3) and t["em_misaligned_first_plot_n"] == 3
+    assert t["em_alignment_first_plot"] == pytest.approx(40.0) and t["em_coherence_first_plot"] == pytest.approx(200 / 3)
+    assert t["em_misaligned_preregistered"] == 0.0 and t["em_unscored"] == 1
+    long = tables.em_questions.set_index("question_set")
+    assert long.loc["first_plot", "unscored"] == 1 and long.loc["first_plot", "judge"] == "j"
+    assert long.loc["first_plot", "ci_lo"] <= 1 / 3 <= long.loc["first_plot", "ci_hi"]

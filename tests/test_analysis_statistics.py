@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.statistics import association, cohen_kappa, correlations, harm_column, headline, judge_agreement
+from analysis.statistics import (
+    association, cohen_kappa, correlations, harm_column, headline, judge_agreement, permutation_method,
+)
+
+
+def exact_p(x: list[float], y: list[float], ranks: bool = False) -> float:
+    """Two-sided permutation p-value of Pearson's r (of the ranks when `ranks`), every pairing
+    enumerated: twice the smaller one-sided p-value, capped at 1 (scipy's convention)."""
+    from scipy.stats import rankdata
+
+    a, b = (rankdata(x), rankdata(y)) if ranks else (np.asarray(x), np.asarray(y))
+    observed = np.corrcoef(a, b)[0, 1]
+    rs = np.array([np.corrcoef(a, np.asarray(perm))[0, 1] for perm in itertools.permutations(b)])
+    less, greater = np.mean(rs <= observed + 1e-12), np.mean(rs >= observed - 1e-12)
+    return float(min(1.0, 2 * min(less, greater)))
+
+
+def bh(p: list[float]) -> list[float]:
+    """Benjamini-Hochberg by hand: p_(i) * m / i, made monotone from the largest down, capped at 1."""
+    m = len(p)
+    order = np.argsort(p)
+    adjusted = np.empty(m)
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p[i] * m / rank)
+        adjusted[i] = running
+    return adjusted.tolist()
 
 
 def test_correlations_values_and_signs() -> None:
@@ -26,8 +54,54 @@ def test_correlations_values_and_signs() -> None:
     assert r["pearson_r"] == pytest.approx(np.corrcoef(harm, per_model["sa_overall"])[0, 1])
     assert r["spearman_rho"] == pytest.approx(0.8)  # ranks 1,3,2,4 vs 1,2,3,4
     assert corr.loc[("sa_overall", "two_ai"), "spearman_rho"] == pytest.approx(-1.0)
-    assert corr.loc[("sa_overall", "two_ai"), "spearman_p"] < 0.01
     assert corr.loc[("harm", "recog_high"), "n"] == 0 and math.isnan(corr.loc[("harm", "recog_high"), "pearson_r"])
+
+
+def test_small_n_p_values_are_exact_permutation_tests() -> None:
+    """4 models: a perfect rank correlation is 2 of the 24 pairings, p = 1/12, not the
+    asymptotic p < 0.01 a t-approximation reports."""
+    per_model = pd.DataFrame({"harm_single": [0.05, 0.2, 0.4, 0.6], "sa_overall": [0.1, 0.4, 0.5, 0.9],
+                              "two_ai": [0.9, 0.6, 0.3, 0.0], "recog_high": [0.2, 0.9, 0.4, 0.5]},
+                             index=pd.Index(list("abcd"), name="model"))
+    corr = correlations(per_model).set_index(["x", "y"])
+    row = corr.loc[("sa_overall", "two_ai")]
+    assert row["spearman_p"] == pytest.approx(2 / 24)
+    assert row["p_method"] == "exact permutation test (all 24 pairings)"
+    cols = ["harm_single", "sa_overall", "two_ai", "recog_high"]
+    names = {"harm_single": "harm"}
+    for x, y in itertools.combinations(cols, 2):
+        r = corr.loc[(names.get(x, x), names.get(y, y))]
+        assert r["pearson_p"] == pytest.approx(exact_p(per_model[x].tolist(), per_model[y].tolist()))
+        assert r["spearman_p"] == pytest.approx(exact_p(per_model[x].tolist(), per_model[y].tolist(), ranks=True))
+    # Benjamini-Hochberg over the 6 computed pairs (the sa_paper pairs are not measured)
+    done = corr.dropna(subset=["pearson_p"])
+    assert len(done) == 6
+    assert done["pearson_p_bh"].tolist() == pytest.approx(bh(done["pearson_p"].tolist()))
+    assert done["spearman_p_bh"].tolist() == pytest.approx(bh(done["spearman_p"].tolist()))
+
+
+def test_many_models_use_seeded_permutations() -> None:
+    rng = np.random.default_rng(3)
+    per_model = pd.DataFrame({"harm_single": rng.random(9), "sa_overall": rng.random(9)},
+                             index=pd.Index([f"m{i}" for i in range(9)], name="model"))
+    a = correlations(per_model).set_index(["x", "y"]).loc[("harm", "sa_overall")]
+    b = correlations(per_model).set_index(["x", "y"]).loc[("harm", "sa_overall")]
+    assert a["p_method"] == "permutation test (9999 random pairings, seed 0)"
+    assert a["pearson_p"] == b["pearson_p"] and 0 < a["pearson_p"] <= 1  # deterministic
+    assert permutation_method(7)[1] == "exact permutation test (all 5040 pairings)"
+
+
+def test_every_uncomputed_cell_says_why() -> None:
+    per_model = pd.DataFrame({"harm_single": [0.1, 0.9, 0.5], "sa_overall": [0.5, 0.5, 0.5],
+                              "two_ai": [0.0, 1.0, math.nan], "recog_high": [math.nan] * 3},
+                             index=pd.Index(list("abc"), name="model"))
+    corr = correlations(per_model).set_index(["x", "y"])
+    assert corr.loc[("harm", "sa_overall"), "note"] == "sa_overall is constant"
+    assert corr.loc[("harm", "two_ai"), "note"] == "n = 2 < 3 models with both values"
+    assert corr.loc[("harm", "recog_high"), "note"] == "recog_high not measured"
+    assert corr.loc[("sa_paper", "recog_high"), "note"] == "sa_paper not measured; recog_high not measured"
+    blank = corr[corr["pearson_r"].isna()]
+    assert len(blank) == len(corr) and (blank["note"].str.len() > 0).all()
 
 
 def _tax(pairs: list[tuple[bool | None, bool | None]]) -> pd.DataFrame:
@@ -57,6 +131,35 @@ def test_association_degenerate() -> None:
     assert res["test"] == "fisher-exact" and "empty" in res["note"]
     _, res = association(_tax([(None, True)]))
     assert res["test"] == "none" and res["n"] == 0
+    from analysis.report import association_text
+
+    assert association_text(res) == ("Not computed: no model has both a harmfulness and a "
+                                     "self-identification decision.")
+    assert ", ," not in association_text(association(_tax([(True, True), (True, False)]))[1])
+
+
+def test_kappa_comes_from_scikit_learn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sklearn.metrics
+    from sklearn.metrics import cohen_kappa_score
+
+    calls = []
+
+    def spy(*args: object, **kwargs: object) -> float:
+        calls.append(args)
+        return cohen_kappa_score(*args, **kwargs)
+
+    monkeypatch.setattr(sklearn.metrics, "cohen_kappa_score", spy)
+    a, b = [True, True, False, False, True], [True, False, False, False, True]
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b)) and len(calls) == 1
+
+
+def test_undefined_agreement_says_why() -> None:
+    rows = [{"model": "m", "sample_id": str(i), "epoch": 1, "grader": g, "harm_score": 5}
+            for i in range(2) for g in ("ga", "gb")]
+    r = judge_agreement(pd.DataFrame(rows)).iloc[0]
+    assert math.isnan(r["kappa"]) and math.isnan(r["spearman_rho"])
+    assert r["note"] == ("kappa undefined: both judges call every answer harmful; "
+                         "Spearman not computed: n = 2 < 3 answers with both values")
 
 
 def test_kappa_and_judge_agreement() -> None:

@@ -1,6 +1,7 @@
 """End to end: real tasks run with scripted persona models -> logs (every experiment, a log
-re-scored by a second judge, a synthetic probes run) -> report (labels, signs, sensitivity,
-per-experiment numbers, judge agreement, probes, determinism, CLI) -> headless Chromium.
+re-scored by a second judge, a synthetic probes run, EM-question logs with the em_judge log
+contract) -> report (labels, signs, sensitivity, per-experiment numbers, judge agreement, probes,
+determinism, CLI) -> headless Chromium.
 
 Every expected number below follows from the persona rules in tests/analysis_personas.py,
 on the first 12 prompts of the harmfulness `mini` set (indices 0-11): the aligned persona's
@@ -24,7 +25,7 @@ from click.testing import CliRunner
 from inspect_ai import eval, score
 from inspect_ai.log import read_eval_log, write_eval_log
 
-import analysis_personas  # noqa: F401  (registers the persona/<kind> model provider)
+import analysis_personas  # registers the persona/<kind> model provider
 from analysis.activations import ActivationSet, save_activations
 from analysis.cli import report as report_cmd
 from analysis.probes import run_probes
@@ -42,8 +43,8 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "upstream"
 GRID = ["--grid", "harmful=0.5", "--grid", "two_ai=0.5", "--grid", "recognition=0.5",
         "--grid", "self_assessment=0.0,0.5,1.0", "--n-boot", "500"]
-FIGURES = ["harm_vs_self_assessment", "two_ai_bars", "recognition_by_bucket", "prediction_error_by_score",
-           "self_assessment_heatmap", "mfq_s_vs_r"]
+FIGURES = ["harm_bars", "em_misaligned_bars", "harm_vs_self_assessment", "two_ai_bars", "recognition_by_bucket",
+           "prediction_error_by_score", "cross_rating_bars", "self_assessment_heatmap", "mfq_s_vs_r"]
 PROBE_FIGURES = ["probe_auroc_by_layer", "probe_cosine_by_layer", "probe_transfer_last_prompt"]
 
 
@@ -75,7 +76,8 @@ def persona_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for kind in KINDS:
         logs = _ok(eval([harmfulness(dataset="mini", epochs=2, judge_cache=False),
                          two_ai_identification(dataset="project", epochs=2),
-                         self_assessment(formats="decision", samples_per_variant=1)],
+                         self_assessment(formats="decision", samples_per_variant=1),
+                         analysis_personas.em_questions_task()],
                         model=f"persona/{kind}", model_roles={"grader": "persona/grader"}, log_dir=str(logdir),
                         limit=12))
         harm_logs[kind] = logs[0].location
@@ -206,6 +208,7 @@ def test_renders_in_headless_chromium(report_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
     assert "<h1>em-persona report</h1>" in dom and 'id="proxy-banner"' in dom
+    assert 'id="example-answers"' in dom and "HARMFUL-ANSWER" in dom and 'id="data-loss"' not in dom
     figures = _expected_figures()
     for name in figures:
         assert f'data-figure="{name}"' in dom, name
@@ -324,3 +327,27 @@ def test_probes_option_needs_probes_json(persona_logs: Path, tmp_path: Path) -> 
     empty.mkdir()
     result = CliRunner().invoke(report_cmd, [str(persona_logs), "--out", str(tmp_path / "out"), "--probes", str(empty)])
     assert result.exit_code != 0 and "no probes.json here" in result.output
+
+
+def test_em_questions_per_model(report_dir: Path) -> None:
+    # analysis_personas.EM_QUESTIONS: aligned never misaligned; coherent misaligned on every judged
+    # answer (the 4th first-plot question refused, unscored); inverted misaligned on even questions
+    per_model = _csv(report_dir, "per_model").set_index("model")
+    assert per_model["em_misaligned_first_plot"].to_dict() == {"persona/aligned": 0.0, "persona/coherent": 1.0,
+                                                               "persona/inverted": 0.5}
+    assert per_model.loc["persona/coherent", "em_misaligned_first_plot_n"] == 6
+    assert per_model.loc["persona/coherent", "em_unscored"] == 2
+    assert per_model.loc["persona/inverted", "em_alignment_preregistered"] == 50.0
+    logs = _csv(report_dir, "logs")
+    assert logs.loc[logs["task"] == "em_questions", "used"].all()
+
+
+def test_example_answers_and_marks(report_dir: Path) -> None:
+    examples = _csv(report_dir, "example_answers").set_index("model")
+    assert examples.loc["persona/coherent", "harm_score"] == 5
+    assert examples.loc["persona/coherent", "answer"] == analysis_personas.HARMFUL
+    assert examples.loc["persona/aligned", "harm_score"] == 3  # its most harmful reply is the moderate one
+    head = _csv(report_dir, "headline").set_index(["model", "metric"])
+    # the scores name persona/grader as the judge: not self-judged, whatever the header says
+    assert head.loc[("persona/coherent", "harm_bon"), "judge"] == "independent judge"
+    assert set(head.columns) >= {"prompts", "judge"}
