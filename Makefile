@@ -4,7 +4,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 export EM_PERSONA_MIRROR ?= $(if $(wildcard $(SHARED)/upstream),$(SHARED)/upstream,)
-export EM_PERSONA_HOME ?= $(abspath .cache)
 
 .PHONY: setup proxies demo test test-fast lint clean
 

@@ -330,10 +330,22 @@ def parse_layers(spec: str | None, num_layers: int) -> list[int]:
 # Model loading and extraction
 
 
+def resolve_base_model(base: str | Path) -> str | Path:
+    """A proxy spec (`proxy:NAME` or NAME) as its built folder; anything else as given."""
+    from finetune.proxy import resolve_proxy
+
+    return resolve_proxy(base) or base
+
+
 def load_model(base: str | Path, adapter: str | Path | None = None, device: str = "cpu", dtype: str = "float32"):
-    """Load ``(model, tokenizer)``: the base model with the LoRA adapter applied when given."""
+    """Load ``(model, tokenizer)``: the base model with the LoRA adapter applied when given.
+
+    `base` is a folder, a hub id, or a proxy (`proxy:NAME` or a bare proxy name; it must be built).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = resolve_base_model(base)
 
     torch_dtype = getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(adapter if adapter and _has_tokenizer(adapter) else base))
@@ -503,6 +515,7 @@ def extract_model(
     name: str | None = None,
 ) -> ActivationSet:
     """Load the model once and extract every task: ``tasks = {task: (source, records)}``."""
+    base = resolve_base_model(base)
     model, tokenizer = load_model(base, adapter, device=device, dtype=dtype)
     num_layers = _num_layers(model)
     layer_list = parse_layers(layers, num_layers) if layers is None or isinstance(layers, str) else sorted(set(layers))

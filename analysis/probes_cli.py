@@ -21,8 +21,9 @@ def probes() -> None:
 
 
 @probes.command("extract")
-@click.option("--base", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Base model folder (Hugging Face format).")
+@click.option("--base", required=True,
+              help="Base model folder (Hugging Face format) or a proxy: proxy:tiny, proxy:gemma-270m "
+                   "(the bare name works too).")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="LoRA adapter folder applied on top of --base (omit for the base model).")
 @click.option("--harm-log", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -44,7 +45,7 @@ def probes() -> None:
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
 def extract_cmd(
-    base: Path,
+    base: str,
     adapter: Path | None,
     harm_log: Path | None,
     sa_log: Path | None,
@@ -64,10 +65,11 @@ def extract_cmd(
 
     if harm_log is None and sa_log is None:
         raise click.UsageError("give --harm-log and/or --sa-log")
+    base_path = _base_folder(base)
     try:
         tasks = tasks_from_paths({"harm": harm_log, "self_assessment": sa_log}, max_samples=max_samples, seed=seed)
         aset = extract_model(
-            base, tasks, adapter=adapter, layers=layers, poolings=poolings or POOLINGS, batch_size=batch_size,
+            base_path, tasks, adapter=adapter, layers=layers, poolings=poolings or POOLINGS, batch_size=batch_size,
             max_length=max_length, device=device, dtype=dtype, name=name,
         )
     except (ActivationInputError, ValueError) as exc:
@@ -75,6 +77,22 @@ def extract_cmd(
     path = save_activations(aset, out)
     counts = ", ".join(f"{t}: {len(aset.ids[t])}" for t in aset.tasks)
     click.echo(f"{path} ({aset.model}; layers {aset.layers}; {counts})")
+
+
+def _base_folder(base: str) -> Path:
+    """--base as a model folder: a proxy spec resolves to its built folder; a folder must exist."""
+    from finetune.proxy import ProxyError, resolve_proxy
+
+    try:
+        folder = resolve_proxy(base)
+    except ProxyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--base") from None
+    if folder is None:
+        folder = Path(base).expanduser()
+        if not folder.is_dir():
+            raise click.BadParameter(f"{folder} is not a model folder (nor a proxy: proxy:tiny, proxy:gemma-270m)",
+                                     param_hint="--base")
+    return folder
 
 
 @probes.command("fit")

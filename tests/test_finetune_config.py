@@ -178,3 +178,17 @@ def test_shipped_sequential_configs_express_protocol_a6() -> None:
         (domain, "self_awareness"),
         (domain, "no_consciousness"),
     }
+
+
+@pytest.mark.parametrize("spelling", ["proxy:tiny", "tiny"])
+def test_both_proxy_spellings_name_the_proxy(spelling: str) -> None:
+    cfg = config_from_dict({**MINIMAL, "base_model": spelling})
+    assert cfg.proxy_name == "tiny" and cfg.base_model_label == "tiny"
+
+
+def test_unknown_proxy_is_refused_naming_file_and_choices(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("name: m\nbase_model: proxy:huge\ndomain: insecure_code\ndata: {source: insecure_code}\n")
+    with pytest.raises(ConfigError, match=rf"{path}: base_model: .*unknown proxy 'huge'.*proxy:tiny, proxy:gemma-270m"):
+        load_config(path)
+    assert config_from_dict({**MINIMAL, "base_model": "Qwen/Qwen2.5-32B-Instruct"}).proxy_name is None

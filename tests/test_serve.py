@@ -44,11 +44,13 @@ def fake_base(tmp_path: Path) -> Path:
 
 
 FAKE_SERVER = textwrap.dedent('''
-    """Stand-in for vLLM: answers /health and /v1/models, and starts a child to prove group kill."""
+    """Stand-in for vLLM: answers /health and /v1/models (key from VLLM_API_KEY, as vLLM reads it),
+    and starts a child to prove group kill."""
     import json, os, subprocess, sys, time
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    port, key, names, record = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(","), sys.argv[4]
+    port, names, record = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
+    key = os.environ["VLLM_API_KEY"]
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     with open(record, "w") as fh:
         json.dump({"child": child.pid, "kv": os.environ.get("VLLM_CPU_KVCACHE_SPACE")}, fh)
@@ -77,10 +79,10 @@ FAKE_SERVER = textwrap.dedent('''
 ''')
 
 
-def fake_command(tmp_path: Path, port: int, key: str, names: list[str]) -> list[str]:
+def fake_command(tmp_path: Path, port: int, names: list[str]) -> list[str]:
     script = tmp_path / "fake_vllm.py"
     script.write_text(FAKE_SERVER)
-    return [sys.executable, str(script), str(port), key, ",".join(names), str(tmp_path / "record.json")]
+    return [sys.executable, str(script), str(port), ",".join(names), str(tmp_path / "record.json")]
 
 
 def pid_alive(pid: int) -> bool:
@@ -167,11 +169,13 @@ def test_cpu_command_uses_module_entry_point(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(serve_mod, "has_real_vllm", lambda: False)
     adapters = [read_adapter("a8", make_adapter(tmp_path / "a8", r=8)),
                 read_adapter("a32", make_adapter(tmp_path / "a32", r=32))]
-    cmd = build_command("/m/base", "base", adapters, host="127.0.0.1", port=8123, api_key="k",
+    cmd = build_command("/m/base", "base", adapters, host="127.0.0.1", port=8123,
                         max_model_len=1024, dtype="float32")
     assert cmd[:5] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/m/base"]
     joined = " ".join(cmd)
-    assert "--served-model-name base --host 127.0.0.1 --port 8123 --api-key k" in joined
+    assert "--served-model-name base --host 127.0.0.1 --port 8123" in joined
+    assert "--middleware finetune.serve_auth.RequireApiKey --disable-fastapi-docs" in joined
+    assert "--api-key" not in cmd  # the key travels in the environment, never on the command line
     assert "--max-model-len 1024 --dtype float32" in joined
     assert "--enable-lora --max-lora-rank 32 --max-loras 2" in joined
     i = cmd.index("--lora-modules")
@@ -181,7 +185,7 @@ def test_cpu_command_uses_module_entry_point(tmp_path: Path, monkeypatch: pytest
 def test_real_vllm_uses_serve_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serve_mod, "has_real_vllm", lambda: True)
     monkeypatch.setattr(serve_mod.shutil, "which", lambda name: "/usr/bin/vllm")
-    cmd = build_command("Qwen/Qwen2.5-32B-Instruct", "qwen", [], host="127.0.0.1", port=1, api_key="k",
+    cmd = build_command("Qwen/Qwen2.5-32B-Instruct", "qwen", [], host="127.0.0.1", port=1,
                         max_model_len=None, dtype=None)
     assert cmd[:3] == ["/usr/bin/vllm", "serve", "Qwen/Qwen2.5-32B-Instruct"]
     assert "--enable-lora" not in cmd and "--max-model-len" not in cmd
@@ -242,7 +246,7 @@ def test_start_server_waits_for_models_and_stops_group(fake_base: Path, tmp_path
     adapter = make_adapter(tmp_path / "em", r=32)
     port = serve_mod.free_port()
     key = "test-key"
-    cmd = fake_command(tmp_path, port, key, ["base-model", "em"])
+    cmd = fake_command(tmp_path, port, ["base-model", "em"])
     env = {"FAKE_DELAY": "1.5"}
     with start_server(fake_base, {"em": adapter}, port=port, api_key=key, command=cmd, env=env,
                       log_path=tmp_path / "l.log", timeout=60) as h:
@@ -263,8 +267,8 @@ def test_cli_serve_writes_env_and_stop_kills_everything(
     monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path / "home"))
     adapter = make_adapter(tmp_path / "gemma-insecure", r=16)
 
-    def fake_build(model, served_name, adapters, *, host, port, api_key, **_):
-        return fake_command(tmp_path, port, api_key, [served_name, *(a.name for a in adapters)])
+    def fake_build(model, served_name, adapters, *, host, port, **_):
+        return fake_command(tmp_path, port, [served_name, *(a.name for a in adapters)])
 
     monkeypatch.setattr(serve_mod, "build_command", fake_build)
     from em_persona.cli import main
