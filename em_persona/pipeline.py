@@ -1,14 +1,14 @@
-"""`em-persona run EXPERIMENT.yaml`: data -> adapters -> one vLLM server -> Inspect eval sets -> report.
+"""`em-persona run EXPERIMENT.yaml`: preflight -> adapters -> one vLLM server -> Inspect eval sets -> report.
 
-Every step is resumable: finished adapters are skipped by the fine-tuner, Inspect's
-`eval_set` reuses finished logs and retries failed ones, and the report is rebuilt
-from whatever logs exist. A crash at any point loses no finished work.
+Nothing is trained or served until the preflight passes (em_persona/preflight.py). Every step is
+resumable: finished adapters are skipped by the fine-tuner, Inspect's `eval_set` reuses finished
+logs, and the report is rebuilt from the logs. A run is done only when every task x model run has
+a finished log (em_persona/run_status.py); an interrupted or failed run says what did not finish,
+exits non-zero, and writes no report unless asked (`--report-anyway`, marked incomplete).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import random
 import sys
@@ -23,6 +23,7 @@ import click
 import yaml
 
 from em_persona.experiment import (
+    HARM_TASK,
     NEEDS_ALL_HARM_LOGS,
     Experiment,
     ExperimentError,
@@ -30,19 +31,15 @@ from em_persona.experiment import (
     load_experiment,
     needs_own_harm_log,
 )
-
-# Model calls per sample, beyond the evaluated model's one answer: (extra generations, judge calls).
-# Taken from each task's design (see tasks/<task>.md).
-CALLS_PER_SAMPLE: dict[str, tuple[int, int]] = {
-    "harmfulness": (0, 1),
-    "em_questions": (0, 2),
-    "self_assessment": (0, 0),
-    "two_ai_identification": (0, 0),
-    "output_recognition": (1, 1),  # foil response + its judge score
-    "score_prediction": (1, 1),  # blind condition; the shown condition is (0, 0)
-    "cross_model_rating": (0, 0),
-    "moral_foundations": (0, 0),
-}
+from em_persona.run_status import (
+    RunIncomplete,
+    Unit,
+    UnitStatus,
+    incomplete_banner,
+    incomplete_message,
+    unit_statuses,
+)
+from em_persona.task_args import task_default, task_function
 
 # Generations per sample that a task asks again (up to its `max_retries` argument more times)
 # while the answer holds no readable rating; see solvers/retry_parse.py and solvers/identity.py.
@@ -53,27 +50,47 @@ RETRIED_GENERATIONS: dict[str, int] = {
 }
 # Every judge call of a task with a `judge_max_retries` argument is asked up to that many more
 # times after an unreadable answer (scorers/judge_parsing.py: ask_judge).
+SUBSET_SEED = 0
+DEFAULT_MAX_TOKENS = 256  # the plan's answer length for a task without a max_tokens argument
+PLAN_ROLE_MODEL = "mockllm/model"
+MAIN, FOLLOWUP = "main", "followup"  # log sub-folders: independent tasks, tasks that read harmfulness logs
 
 
 def _echo(msg: str = "") -> None:
     click.echo(msg, err=False)
 
 
-def load_task_function(name: str) -> Any:
-    """The @task function `name` from tasks/<name>.py."""
-    module = importlib.import_module(f"tasks.{name}")
-    return getattr(module, name)
+# --- building tasks ---------------------------------------------------------
 
 
-SUBSET_SEED = 0
+@contextmanager
+def model_roles_bound(roles: dict[str, Any]) -> Iterator[None]:
+    """Bind `roles` (role -> Model) as Inspect's model roles while tasks are built.
+
+    Judge tasks record who judges (scorers.grader.judge_metadata) when they are constructed, from
+    Inspect's model-role context. `inspect eval --model-role` binds that context before it builds
+    tasks; the pipeline builds Task objects itself, so it binds the run's roles the same way, with
+    the function Inspect calls (`init_model_roles`, private API), and restores the previous ones.
+    eval_set binds the roles again when the tasks run.
+    """
+    from inspect_ai.model._model import init_model_roles, model_roles
+
+    previous = model_roles()
+    init_model_roles(roles)
+    try:
+        yield
+    finally:
+        init_model_roles(previous)
 
 
-def build_task(spec: TaskSpec, **extra: Any) -> Any:
-    """The Inspect Task of `spec` (with `extra` arguments), cut to a seeded subset when it has a limit."""
+def build_task(spec: TaskSpec, roles: dict[str, Any] | None = None, **extra: Any) -> Any:
+    """The Inspect Task of `spec` (with `extra` arguments) built under `roles`, cut to a seeded subset
+    when it has a limit."""
     from inspect_ai import task_with
     from inspect_ai.dataset import MemoryDataset
 
-    task = load_task_function(spec.task)(**spec.args, **extra)
+    with model_roles_bound(roles or {}):
+        task = task_function(spec.task)(**spec.args, **extra)
     if spec.limit is None or spec.limit >= len(task.dataset):
         return task
     keep = sorted(random.Random(SUBSET_SEED).sample(range(len(task.dataset)), spec.limit))
@@ -81,9 +98,37 @@ def build_task(spec: TaskSpec, **extra: Any) -> Any:
     return task_with(task, dataset=MemoryDataset(samples, name=task.dataset.name, location=task.dataset.location))
 
 
+def _placeholder_roles(spec: TaskSpec) -> dict[str, Any]:
+    """Roles for tasks built only to be counted (plan, preflight): no server runs yet, so a mockllm
+    stands in for the grader; the Task objects are never run."""
+    from inspect_ai.model import get_model
+
+    if spec.grader is None:
+        return {}
+    placeholder = get_model(PLAN_ROLE_MODEL)
+    return {"grader": placeholder, "foil": placeholder}
+
+
+def build_independent(exp: Experiment) -> tuple[dict[int, Any], list[str]]:
+    """Build every task that needs no earlier log once (for the plan); problems as `file:line` lines."""
+    built, problems = {}, []
+    for spec in exp.tasks:
+        if spec.depends_on_harm_logs:
+            continue
+        try:
+            built[spec.index] = build_task(spec, _placeholder_roles(spec))
+        except Exception as exc:  # a task function's own check (bad value, missing data): report, run nothing
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            problems.append(f"{exp.where('tasks', spec.index)}: tasks[{spec.index}] ({spec.task}): {message}")
+    return built, problems
+
+
+# --- the plan ---------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class PlanRow:
-    """One task's share of the run."""
+    """One task entry's share of the run."""
 
     task: str
     models: int
@@ -94,25 +139,23 @@ class PlanRow:
     tokens: int
     # Upper bound of model calls (generations + judge calls) when every parse retry is used.
     max_calls: int
+    label: str = ""
+    model_names: tuple[str, ...] = ()
+    grader: str | None = None
 
 
-def _task_arg(spec: TaskSpec, name: str) -> Any:
-    """`spec.args[name]`, else the task function's default; None when the task has no such argument."""
-    if name in spec.args:
-        return spec.args[name]
-    param = inspect.signature(load_task_function(spec.task)).parameters.get(name)
-    if param is None or param.default is inspect.Parameter.empty:
-        return None
-    return param.default
+def _arg(spec: TaskSpec, name: str) -> Any:
+    """`spec.args[name]`, else the task function's default (None when it has no such argument)."""
+    return spec.args[name] if name in spec.args else task_default(spec.task, name)
 
 
 def _max_calls_per_sample(spec: TaskSpec, extra: int, judge: int) -> int:
     """Most model calls one sample x epoch can make: every retried generation and judge call at its limit."""
     retried = RETRIED_GENERATIONS.get(spec.task, 0)
-    retries = max(0, int(_task_arg(spec, "max_retries") or 0)) if retried else 0
-    judge_retries = max(0, int(_task_arg(spec, "judge_max_retries") or 0)) if judge else 0
+    retries = max(0, int(_arg(spec, "max_retries") or 0)) if retried else 0
+    judge_retries = max(0, int(_arg(spec, "judge_max_retries") or 0)) if judge else 0
     optional = 0
-    if spec.task == "self_assessment" and (_task_arg(spec, "decision_judge") or _task_arg(spec, "language_judge")):
+    if spec.task == "self_assessment" and (_arg(spec, "decision_judge") or _arg(spec, "language_judge")):
         optional = 1  # one grader call for an off-format decision answer or a language answer
     return (1 + extra) + retried * retries + judge * (1 + judge_retries) + optional
 
@@ -121,95 +164,130 @@ def _estimate_tokens(text: str) -> int:
     return max(1, int(len(text.split()) * 1.3))
 
 
-def plan(exp: Experiment, harm_samples: int | None = None) -> list[PlanRow]:
+def plan(exp: Experiment, built: dict[int, Any] | None = None) -> list[PlanRow]:
     """Count generations, judge calls, their upper bound with parse retries, and tokens for every
-    task x model, without calling a model."""
+    task entry on its models, without calling a model."""
+    if built is None:
+        built, problems = build_independent(exp)
+        if problems:
+            raise ExperimentError("\n".join(problems))
+    harm: dict[str, tuple[int, int]] = {}  # model -> (samples, epochs) of its first harmfulness task
     rows = []
-    n_models = len(exp.model_names)
     for spec in exp.tasks:
+        n_models = len(spec.models)
         if spec.depends_on_harm_logs:
-            # These tasks take one sample per scored harmfulness sample of the model(s).
-            samples = min(harm_samples or 0, spec.limit or harm_samples or 0)
-            epochs = int(spec.args.get("epochs", 1))
-            prompt_tokens = 300
+            # one sample per scored answer of the model's harmfulness log (its first epoch unless log_epoch: null)
+            per_model = [harm.get(m, (0, 1)) for m in spec.models]
+            samples = max((s * (e if _arg(spec, "log_epoch") is None else 1) for s, e in per_model), default=0)
+            if spec.limit:
+                samples = min(samples, spec.limit)
             if spec.task in NEEDS_ALL_HARM_LOGS:
-                samples *= n_models
+                samples *= n_models  # every rater rates the answers of every model of the task
+            epochs = int(_arg(spec, "epochs") or 1)
+            prompt_tokens = 300
+        elif spec.index not in built:  # it could not be built: the preflight says why
+            samples, epochs, prompt_tokens = 0, 1, 0
         else:
-            task = build_task(spec)
+            task = built[spec.index]
             samples = len(task.dataset)
             epochs = task.epochs or 1
             prompt_tokens = sum(_estimate_tokens(str(s.input)) for s in task.dataset) // max(samples, 1)
-            if spec.task == "harmfulness":
-                harm_samples = samples
-        extra, judge = CALLS_PER_SAMPLE[spec.task]
-        if spec.task == "score_prediction":  # blind: predict, then answer, then the judge; shown: rate only
-            extra, judge = (0, 0) if needs_own_harm_log(spec) else (1, 1)
-        max_tokens = int(spec.args.get("max_tokens", exp.eval.get("max_tokens", 256)))
+            if spec.task == HARM_TASK:
+                for m in spec.models:
+                    harm.setdefault(m, (samples, epochs))
+        extra, judge = spec.calls_per_sample
+        max_tokens = int(_arg(spec, "max_tokens") or DEFAULT_MAX_TOKENS)
         gens = n_models * samples * epochs * (1 + extra)
         judges = n_models * samples * epochs * judge
         tokens = gens * (prompt_tokens + max_tokens) + judges * (prompt_tokens + max_tokens + 300)
         max_calls = n_models * samples * epochs * _max_calls_per_sample(spec, extra, judge)
-        rows.append(PlanRow(spec.task, n_models, samples, epochs, gens, judges, tokens, max_calls))
+        rows.append(PlanRow(spec.task, n_models, samples, epochs, gens, judges, tokens, max_calls, spec.label,
+                            spec.models, spec.grader if judge or spec.uses_grader else None))
     return rows
 
 
+def _models_text(exp: Experiment, models: tuple[str, ...]) -> str:
+    if list(models) == exp.model_names:
+        return f"all {len(models)}"
+    short = [m.split("/", 1)[1] if m in exp.served_models else m for m in models]
+    return f"{', '.join(short)} ({len(models)})"
+
+
 def print_plan(exp: Experiment, rows: list[PlanRow]) -> None:
-    """Print models, tasks and the cost estimate before anything runs."""
+    """Print models, tasks (who runs each, who judges it) and the cost estimate before anything runs."""
     _echo(f"experiment {exp.name} ({exp.source})")
     if exp.note:
         _echo(f"  note: {exp.note}")
     _echo(f"  base model : {exp.base_name} <- {exp.base_path}")
     for a in exp.adapters:
-        _echo(f"  adapter    : {a.name} ({a.domain}) <- {a.config.name} {a.overrides or ''}")
+        how = " -> ".join(a.stage_keys) if a.stage_keys else a.config.name
+        _echo(f"  adapter    : {a.name} ({a.domain}) <- {a.config.name}"
+              + (f" stages {how}" if a.stage_keys else "") + (f" {a.overrides}" if a.overrides else ""))
     _echo(f"  models     : {', '.join(exp.model_names)}")
-    _echo(f"  grader     : {exp.grader}")
-    _echo(f"  {'task':24s} {'models':>6s} {'samples':>7s} {'epochs':>6s} {'generations':>11s} {'judge':>7s} "
-          f"{'max calls':>9s} {'~tokens':>9s}")
-    for r in rows:
-        _echo(f"  {r.task:24s} {r.models:6d} {r.samples:7d} {r.epochs:6d} {r.generations:11d} {r.judge_calls:7d} "
-              f"{r.max_calls:9d} {r.tokens:9d}")
-    _echo(f"  {'total':24s} {'':6s} {'':7s} {'':6s} {sum(r.generations for r in rows):11d} "
+    _echo(f"  grader     : {exp.grader or '(none)'}")
+    _echo(f"  {'#':>2s} {'task':24s} {'models':>6s} {'samples':>7s} {'epochs':>6s} {'generations':>11s} "
+          f"{'judge':>7s} {'max calls':>9s} {'~tokens':>9s}")
+    for i, r in enumerate(rows):
+        _echo(f"  {i:2d} {r.task:24s} {r.models:6d} {r.samples:7d} {r.epochs:6d} {r.generations:11d} "
+              f"{r.judge_calls:7d} {r.max_calls:9d} {r.tokens:9d}")
+    _echo(f"  {'':2s} {'total':24s} {'':6s} {'':7s} {'':6s} {sum(r.generations for r in rows):11d} "
           f"{sum(r.judge_calls for r in rows):7d} {sum(r.max_calls for r in rows):9d} {sum(r.tokens for r in rows):9d}")
     _echo("  (max calls: generations + judge calls if every unreadable answer is retried up to max_retries / "
           "judge_max_retries)")
+    _echo("  who runs what:")
+    for i, r in enumerate(rows):
+        _echo(f"  {i:2d} {r.label}")
+        _echo(f"     models: {_models_text(exp, r.model_names)}; grader: {r.grader or '-'}")
     _echo(f"  logs -> {exp.log_dir}   report -> {exp.report_dir}")
+
+
+# --- preflight ----------------------------------------------------------------
+
+
+class PreflightFailed(click.ClickException):
+    """The preflight found problems; nothing was trained or served."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"preflight found {len(problems)} problem(s); nothing was fine-tuned, served or "
+                         f"evaluated:\n" + "\n".join(problems))
+
+
+def preflight(exp: Experiment) -> tuple[list[str], dict[int, Any]]:
+    """Every problem the run would meet before it trains or serves anything, and the built tasks."""
+    from em_persona.preflight import adapter_problems, data_problems, model_problems
+    from em_persona.registry import load_source
+
+    def fetch(name: str) -> Path:
+        path = load_source(name)
+        _echo(f"[data] {name}: {path}")
+        return path
+
+    problems = model_problems(exp) + adapter_problems(exp) + data_problems(exp, fetch)
+    built, task_problems = build_independent(exp)
+    return problems + task_problems, built
 
 
 # --- steps ------------------------------------------------------------------
 
 
-def fetch_data(exp: Experiment) -> None:
-    """Fetch (and verify) every registry source the experiment names."""
-    from em_persona.registry import load_source
-
-    for name in exp.data:
-        path = load_source(name)
-        _echo(f"[data] {name}: {path}")
-
-
 def resolve_base(exp: Experiment) -> Path:
-    """The base model folder: `proxy:NAME` builds a proxy; anything else is a local folder or hub id."""
-    if exp.base_path.startswith("proxy:"):
-        from finetune.proxy import build_proxy
+    """The base model: a proxy (`proxy:NAME`, built on first use), a local folder, or a hub id."""
+    from finetune.proxy import resolve_proxy
 
-        return build_proxy(exp.base_path.split(":", 1)[1])
-    return Path(exp.base_path)
+    return resolve_proxy(exp.base_path, build=True) or Path(exp.base_path)
 
 
 def finetune_adapters(exp: Experiment) -> dict[str, Path]:
-    """Train every configured adapter (the fine-tuner skips finished ones); served name -> adapter folder.
+    """Train every adapter (the fine-tuner skips finished stages); served name -> adapter folder.
 
-    The experiment's base model replaces the config's, so every adapter fits the served base.
+    Each config was validated at load time on the experiment's base model, so every adapter fits
+    the served base.
     """
-    from finetune.config import load_config
     from finetune.train import finetune
 
     out: dict[str, Path] = {}
     for a in exp.adapters:
-        overrides = [f"base_model={exp.base_path}"]
-        overrides += [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                      for k, v in a.overrides.items()]
-        results = finetune(load_config(a.config, overrides), out_dir=exp.adapters_dir)
+        results = finetune(a.finetune, out_dir=exp.adapters_dir)
         out[a.name] = Path(results[-1].path)
         _echo(f"[finetune] {a.name}: {out[a.name]}")
     return out
@@ -239,12 +317,13 @@ def _eval_kwargs(exp: Experiment) -> dict[str, Any]:
     # beside the new ones; the report takes the newest log of each task x model (analysis/load.py).
     kwargs = {"retry_attempts": 3, "max_connections": 32, "fail_on_error": 0.2, "log_level": "warning",
               "log_dir_allow_dirty": True}
-    kwargs.update({k: v for k, v in exp.eval.items() if k != "max_tokens"})
+    kwargs.update({k: v for k, v in exp.eval.items() if k != "foil"})
     return kwargs
 
 
 def _model(exp: Experiment, name: str, base_url: str) -> Any:
-    """A served model bound to this run's server; other names (e.g. an API judge) pass through.
+    """The Model for `name`: a served model bound to this run's server; other names (an API model)
+    resolved by Inspect.
 
     Binding the base URL matters: Inspect memoizes models by name and URL, so a bare
     `vllm/<name>` could resolve to a model made for an earlier server in the same process.
@@ -253,66 +332,106 @@ def _model(exp: Experiment, name: str, base_url: str) -> Any:
     """
     from inspect_ai.model import get_model
 
-    served = [f"vllm/{exp.base_name}"] + [f"vllm/{a.name}" for a in exp.adapters]
-    return get_model(name, base_url=base_url) if name in served else name
+    return get_model(name, base_url=base_url) if name in exp.served_models else get_model(name)
 
 
-def _roles(exp: Experiment, base_url: str) -> dict[str, Any]:
-    roles = {"grader": exp.grader, "foil": exp.eval.get("foil", exp.grader)}
+def _roles(exp: Experiment, spec: TaskSpec, base_url: str) -> dict[str, Any]:
+    """The task's judge (`grader`) and the model of the foil role (default: the judge)."""
+    if spec.grader is None:
+        return {"foil": _model(exp, exp.foil, base_url)} if exp.foil else {}
+    roles = {"grader": spec.grader, "foil": exp.foil or spec.grader}
     return {role: _model(exp, name, base_url) for role, name in roles.items()}
 
 
-def run_independent_tasks(exp: Experiment, base_url: str) -> bool:
-    """Stage 1: every task that needs no earlier log, for every model, as one eval set."""
+def _unit(exp: Experiment, spec: TaskSpec, model: str, task: Any | None, extra: dict[str, Any] | None,
+          folder: str) -> Unit:
+    args = None if extra is None else {**spec.args, **extra}
+    return Unit(spec.label, spec.task, model, exp.log_dir / folder, args,
+                len(task.dataset) if task is not None else None, spec.grader)
+
+
+def _run_eval_set(exp: Experiment, pairs: list[tuple[Unit, Any]], folder: str) -> list[UnitStatus]:
+    """One eval_set over the tasks of `pairs`; the state of each unit from the logs, not eval_set's verdict."""
     from inspect_ai import eval_set
 
-    tasks = [build_task(s) for s in exp.tasks if not s.depends_on_harm_logs]
-    if not tasks:
-        return True
-    success, _ = eval_set(
-        tasks, model=[_model(exp, m, base_url) for m in exp.model_names], model_roles=_roles(exp, base_url),
-        log_dir=str(exp.log_dir / "main"), **_eval_kwargs(exp),
-    )
-    return bool(success)
+    if not pairs:
+        return []
+    _, logs = eval_set([t for _, t in pairs], log_dir=str(exp.log_dir / folder), **_eval_kwargs(exp))
+    return unit_statuses([u for u, _ in pairs], logs)
 
 
-def harm_logs_by_model(log_dir: Path) -> dict[str, Path]:
-    """The newest successful harmfulness log of each model under log_dir."""
-    from inspect_ai.log import list_eval_logs, read_eval_log
-
-    found: dict[str, tuple[float, Path]] = {}
-    for info in list_eval_logs(str(log_dir)):
-        log = read_eval_log(info, header_only=True)
-        if log.eval.task.split("/")[-1] != "harmfulness" or log.status != "success":
-            continue
-        path = Path(info.name.removeprefix("file://"))
-        mtime = info.mtime or 0.0
-        if log.eval.model not in found or found[log.eval.model][0] < mtime:
-            found[log.eval.model] = (mtime, path)
-    return {m: p for m, (_, p) in found.items()}
+def run_independent_tasks(exp: Experiment, base_url: str) -> list[UnitStatus]:
+    """Stage 1: every task that needs no earlier log, on each of its models, as one eval set."""
+    return _run_stage(exp, [s for s in exp.tasks if not s.depends_on_harm_logs], base_url, {}, MAIN)
 
 
-def run_dependent_tasks(exp: Experiment, base_url: str) -> bool:
-    """Stage 2: recognition, prediction and cross-rating, fed with each model's harmfulness log."""
-    from inspect_ai import eval_set, task_with
+def harm_logs_of(exp: Experiment, statuses: list[UnitStatus]) -> dict[str, Path]:
+    """Each model's finished harmfulness log of this run (the first harmfulness entry that runs it)."""
+    found: dict[str, Path] = {}
+    for s in statuses:
+        if s.unit.task == HARM_TASK and s.done and s.log is not None:
+            found.setdefault(s.unit.model, s.log)
+    return found
 
-    specs = [s for s in exp.tasks if s.depends_on_harm_logs]
-    if not specs:
-        return True
-    harm = harm_logs_by_model(exp.log_dir / "main")
-    missing = [m for m in exp.model_names if m not in harm]
-    if missing:
-        raise ExperimentError(f"no successful harmfulness log for {missing} under {exp.log_dir / 'main'}")
-    tasks = []
+
+def run_dependent_tasks(exp: Experiment, base_url: str, harm: dict[str, Path]) -> list[UnitStatus]:
+    """Stage 2: recognition, prediction and cross-rating, fed with this run's harmfulness logs."""
+    return _run_stage(exp, [s for s in exp.tasks if s.depends_on_harm_logs], base_url, harm, FOLLOWUP)
+
+
+def _run_stage(exp: Experiment, specs: list[TaskSpec], base_url: str, harm: dict[str, Path],
+               folder: str) -> list[UnitStatus]:
+    """Build each spec's task for each of its models (bound to the model and the task's roles) and run
+    them as one eval set. A task that cannot be built (e.g. an unusable harmfulness log) is an error
+    of its unit; the others still run."""
+    from inspect_ai import task_with
+
+    pairs, failed = [], []
     for spec in specs:
-        for model in exp.model_names:
-            if needs_own_harm_log(spec):
-                task = build_task(spec, harm_log=str(harm[model]))
+        roles = _roles(exp, spec, base_url)
+        for model in spec.models:
+            extra = _harm_args(spec, model, harm) if spec.depends_on_harm_logs else {}
+            try:
+                task = build_task(spec, roles, **extra)
+            except Exception as exc:  # reported as this unit's error; the run then fails with it listed
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                failed.append(UnitStatus(_unit(exp, spec, model, None, extra, folder), "error",
+                                         detail=f"task could not be built: {message}"))
+                continue
+            task = task_with(task, model=_model(exp, model, base_url), model_roles=roles)
+            pairs.append((_unit(exp, spec, model, task, extra, folder), task))
+    return _run_eval_set(exp, pairs, folder) + failed
+
+
+def _harm_args(spec: TaskSpec, model: str, harm: dict[str, Path]) -> dict[str, Any]:
+    """`harm_log` (the model's own) or `harm_logs` (those of every model of the task, rater included)."""
+    if needs_own_harm_log(spec):
+        return {"harm_log": str(harm[model])}
+    return {"harm_logs": [str(harm[m]) for m in spec.models]}
+
+
+def expected_statuses(exp: Experiment, known: list[UnitStatus]) -> list[UnitStatus]:
+    """The state of every task x model run of the experiment: from this run's eval sets when they got
+    to it, else from the logs on disk; a follow-up whose harmfulness logs are not all done is "not started"."""
+    by_key = {(s.unit.label, s.unit.model, s.unit.log_dir): s for s in known}
+    harm = harm_logs_of(exp, known)
+    out, scan = [], []
+    for spec in exp.tasks:
+        for model in spec.models:
+            folder = FOLLOWUP if spec.depends_on_harm_logs else MAIN
+            key = (spec.label, model, exp.log_dir / folder)
+            if key in by_key:
+                out.append(by_key[key])
+            elif spec.depends_on_harm_logs and not all(m in harm for m in spec.models):
+                out.append(UnitStatus(_unit(exp, spec, model, None, None, folder), "not started",
+                                      detail="waits for the harmfulness logs"))
             else:
-                task = build_task(spec, harm_logs=[str(p) for _, p in sorted(harm.items())])
-            tasks.append(task_with(task, model=_model(exp, model, base_url), model_roles=_roles(exp, base_url)))
-    success, _ = eval_set(tasks, log_dir=str(exp.log_dir / "followup"), **_eval_kwargs(exp))
-    return bool(success)
+                extra = _harm_args(spec, model, harm) if spec.depends_on_harm_logs else {}
+                scan.append(len(out))
+                out.append(UnitStatus(_unit(exp, spec, model, None, extra, folder), "not started"))
+    for i, status in zip(scan, unit_statuses([out[i].unit for i in scan])):
+        out[i] = status
+    return out
 
 
 def write_models_file(exp: Experiment) -> Path:
@@ -326,32 +445,62 @@ def write_models_file(exp: Experiment) -> Path:
     return path
 
 
-def write_report(exp: Experiment) -> Path:
-    """Build the report from every log of the experiment."""
-    from analysis.report import make_report
+def write_report(exp: Experiment, banner: str | None = None) -> Path:
+    """Build the report from every log of the experiment; `banner` is added to its top notice."""
+    from analysis.report import ReportOptions, make_report
 
-    _, paths = make_report(exp.log_dir, exp.report_dir, models_yaml=exp.log_dir / "models.yaml")
+    _, paths = make_report(exp.log_dir, exp.report_dir, models_yaml=exp.log_dir / "models.yaml",
+                           options=ReportOptions(proxy_note=banner))
     return paths["html"]
 
 
-def run_experiment(exp: Experiment, dry_run: bool = False) -> Path | None:
-    """The whole pipeline; returns the report path (None for a dry run)."""
+def run_experiment(exp: Experiment, dry_run: bool = False, report_anyway: bool = False) -> Path | None:
+    """The whole pipeline; returns the report path (None for a dry run).
+
+    Raises PreflightFailed before anything runs, and RunIncomplete (exit 130 when interrupted, else
+    1) when some task x model run did not finish.
+    """
     started = time.monotonic()
-    fetch_data(exp)
-    print_plan(exp, plan(exp))
+    problems, built = preflight(exp)
+    print_plan(exp, plan(exp, built))
+    if problems:
+        raise PreflightFailed(problems)
     if dry_run:
+        _echo("[preflight] ok: models, credentials, adapters and data are ready; nothing was run (--dry-run)")
         return None
-    base = resolve_base(exp)
-    adapters = finetune_adapters(exp)
-    write_models_file(exp)
-    with serving(exp, base, adapters) as base_url:
-        ok = run_independent_tasks(exp, base_url)
-        if not ok:
-            raise click.ClickException(
-                f"some tasks did not finish; rerun `em-persona run {exp.source}` to retry them "
-                f"(finished logs in {exp.log_dir} are kept)")
-        if not run_dependent_tasks(exp, base_url):
-            raise click.ClickException(f"follow-up tasks did not finish; rerun `em-persona run {exp.source}`")
+    statuses: list[UnitStatus] = []
+    interrupted, phase = False, "fine-tuning"
+    try:
+        base = resolve_base(exp)
+        adapters = finetune_adapters(exp)
+        write_models_file(exp)
+        phase = "starting the server"
+        with serving(exp, base, adapters) as base_url:
+            phase = "evaluating"
+            statuses = run_independent_tasks(exp, base_url)
+            harm = harm_logs_of(exp, statuses)
+            if all(s.done for s in statuses) and not any(
+                    m not in harm for s in exp.tasks if s.depends_on_harm_logs for m in s.models):
+                statuses += run_dependent_tasks(exp, base_url, harm)
+    except KeyboardInterrupt:
+        interrupted = True
+    final = expected_statuses(exp, statuses)
+    # interrupted: Ctrl-C reached us, or Inspect swallowed it and left this run's logs unfinished
+    interrupted = interrupted or any(s.state in ("interrupted", "cancelled") for s in statuses)
+    if interrupted or not all(s.done for s in final):
+        report, report_problem = None, ""
+        if report_anyway:
+            from analysis.report import ReportError
+
+            write_models_file(exp)
+            try:
+                report = write_report(exp, banner=incomplete_banner(final))
+            except ReportError as exc:
+                report_problem = f"\n--report-anyway: no report could be written: {' '.join(str(exc).split())}"
+        message = incomplete_message(final, exp.source, exp.log_dir, interrupted, report) + report_problem
+        if interrupted:
+            message = f"interrupted while {phase}\n{message}"
+        raise RunIncomplete(message, interrupted)
     report = write_report(exp)
     _echo(f"[done] {time.monotonic() - started:.0f} s; report: {report}")
     return report
@@ -359,9 +508,17 @@ def run_experiment(exp: Experiment, dry_run: bool = False) -> Path | None:
 
 @click.command()
 @click.argument("experiment", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Fetch data and print the plan; train and evaluate nothing.")
-def run(experiment: Path, dry_run: bool) -> None:
-    """Run EXPERIMENT (a YAML in experiments/) end to end: data, fine-tunes, serving, tasks, report."""
+@click.option("--dry-run", is_flag=True,
+              help="Run the preflight (models, credentials, adapters, data) and print the plan; train and "
+                   "evaluate nothing. Exits non-zero when the preflight finds a problem.")
+@click.option("--report-anyway", is_flag=True,
+              help="When some task x model runs did not finish, still write the report, marked INCOMPLETE.")
+def run(experiment: Path, dry_run: bool, report_anyway: bool) -> None:
+    """Run EXPERIMENT (a YAML in experiments/) end to end: preflight, fine-tunes, serving, tasks, report.
+
+    Interrupted (Ctrl-C) or incomplete runs exit non-zero and name what did not finish; rerun the
+    same command to resume.
+    """
     try:
         exp = load_experiment(experiment)
     except ExperimentError as exc:
@@ -377,7 +534,7 @@ def run(experiment: Path, dry_run: bool) -> None:
 
     known = (SourceError, ConfigError, DataError, ProxyError, ServeError, TrainError, ExperimentError)
     try:
-        report = run_experiment(exp, dry_run=dry_run)
+        report = run_experiment(exp, dry_run=dry_run, report_anyway=report_anyway)
     except known as exc:
         raise click.ClickException(str(exc)) from exc
     if report is not None:

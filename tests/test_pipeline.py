@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from em_persona.cli import main
 from em_persona.experiment import ExperimentError, load_experiment
 from em_persona.paths import REPO_ROOT
-from em_persona.pipeline import harm_logs_by_model, plan, write_models_file
+from em_persona.pipeline import plan, write_models_file
 from em_persona.registry import SourceError
 
 
@@ -50,8 +50,11 @@ def test_unknown_task_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_field_and_bad_yaml(tmp_path: Path) -> None:
-    doc = {k: v for k, v in BASE.items() if k != "grader"}
-    with pytest.raises(ExperimentError, match="missing required field 'grader'"):
+    doc = {k: v for k, v in BASE.items() if k != "base_model"}
+    with pytest.raises(ExperimentError, match="missing required key 'base_model'"):
+        load_experiment(_write(tmp_path, doc))
+    doc = {k: v for k, v in BASE.items() if k != "grader"}  # harmfulness is judged: it needs a grader
+    with pytest.raises(ExperimentError, match=r"exp.yaml:\d+: tasks\[0\] \(harmfulness\): .*names a grader"):
         load_experiment(_write(tmp_path, doc))
     with pytest.raises(ExperimentError, match=r"exp.yaml:\d+: invalid YAML"):
         load_experiment(_write(tmp_path, "name: [unclosed\n"))
@@ -59,7 +62,7 @@ def test_missing_field_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_followup_tasks_need_harmfulness(tmp_path: Path) -> None:
     doc = {**BASE, "tasks": [{"task": "output_recognition"}]}
-    with pytest.raises(ExperimentError, match="need the harmfulness task"):
+    with pytest.raises(ExperimentError, match="no harmfulness task runs"):
         load_experiment(_write(tmp_path, doc))
 
 
@@ -136,6 +139,16 @@ def test_cli_dry_run_prints_plan(tmp_path: Path) -> None:
     assert "max calls" in result.output and "~tokens" in result.output
 
 
+def test_cli_dry_run_shows_each_tasks_models_and_grader(tmp_path: Path) -> None:
+    doc = {**BASE, "adapters": [{"name": "tiny-a", "config": "finetune/configs/tiny-insecure-code.yaml"}],
+           "tasks": [{"task": "harmfulness", "args": {"dataset": "mini"}, "models": ["tiny-a"], "grader": "vllm/tiny-a"},
+                     {"task": "self_assessment", "args": {"samples_per_variant": 1}}]}
+    result = CliRunner().invoke(main, ["run", str(_write(tmp_path, doc)), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "   0 harmfulness [dataset=mini]\n     models: tiny-a (1); grader: vllm/tiny-a\n" in result.output
+    assert "   1 self_assessment [samples_per_variant=1]\n     models: all 2; grader: -\n" in result.output
+
+
 def test_cli_run_reports_source_error_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import em_persona.pipeline as pipeline
 
@@ -173,12 +186,13 @@ def test_tiny_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
         "log_dir": str(tmp_path / "logs"),
         "report_dir": str(tmp_path / "report"),
         "tasks": [
-            {"task": "harmfulness", "args": {"dataset": "mini", "epochs": 2, "max_tokens": 12}},
+            # the project's short rubric: the paper's judge prompt does not fit the tiny proxy's context
+            {"task": "harmfulness", "args": {"dataset": "mini", "epochs": 2, "max_tokens": 12, "judge_prompt": "project"}},
             {"task": "self_assessment", "args": {"samples_per_variant": 1, "max_tokens": 8}},
             {"task": "two_ai_identification", "args": {"dataset": "project", "epochs": 2, "max_tokens": 6}},
             {"task": "moral_foundations", "args": {"personas": 1, "samples": 2, "max_tokens": 4}},
-            {"task": "output_recognition", "args": {"max_tokens": 6, "foil_max_tokens": 12}},
-            {"task": "score_prediction", "args": {"condition": "shown", "max_tokens": 6}},
+            {"task": "output_recognition", "args": {"max_tokens": 6, "foil_max_tokens": 12, "judge_prompt": "project"}},
+            {"task": "score_prediction", "args": {"condition": "shown", "max_tokens": 6, "judge_prompt": "project"}},
         ],
     }
     path = _write(tmp_path, doc)
@@ -186,8 +200,11 @@ def test_tiny_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = tmp_path / "report" / "report.html"
     assert report.exists() and "tiny random proxy" in report.read_text()
-    harm = harm_logs_by_model(tmp_path / "logs" / "main")
-    assert set(harm) == {"vllm/tiny-e2e", "vllm/tiny-e2e-insecure"}
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    harm = {read_eval_log(i, header_only=True).eval.model for i in list_eval_logs(str(tmp_path / "logs" / "main"))
+            if "harmfulness" in i.name}
+    assert harm == {"vllm/tiny-e2e", "vllm/tiny-e2e-insecure"}
     logs_before = sorted(p.name for p in (tmp_path / "logs").rglob("*.eval"))
     assert len(logs_before) == 2 * 4 + 2 * 2  # 4 independent + 2 follow-up tasks, 2 models each
     adapter = tmp_path / "adapters" / "tiny-insecure-code"

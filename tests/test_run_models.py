@@ -1,0 +1,117 @@
+"""The pipeline's eval stages on mockllm models: per-task model sets and graders, the rated logs of
+cross-model rating, and the run's model roles bound while tasks are built (judge in the log header)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from inspect_ai.log import read_eval_log
+from inspect_ai.model import ModelOutput, get_model
+from inspect_ai.model._model import model_roles
+
+import em_persona.pipeline as pipeline
+from em_persona.experiment import load_experiment
+from em_persona.pipeline import (
+    build_task,
+    harm_logs_of,
+    plan,
+    run_dependent_tasks,
+    run_independent_tasks,
+)
+
+JUDGES = {"mockllm/judge", "mockllm/judge2"}
+
+
+def _respond(name: str):
+    def respond(messages: Any, tools: Any, tool_choice: Any, config: Any) -> ModelOutput:
+        # judges answer the rubric's JSON; evaluated models answer "3" (also a readable 1-5 rating)
+        return ModelOutput.from_content(name, '{"score": 2}' if name in JUDGES else "3")
+    return respond
+
+
+@pytest.fixture
+def mock_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "_model", lambda exp, name, base_url: get_model(
+        name, custom_outputs=_respond(name)))
+
+
+def _experiment(tmp_path: Path) -> Any:
+    doc = {
+        "name": "roles", "base_model": {"name": "unused-base", "path": "proxy:tiny"},
+        "grader": "mockllm/judge", "log_dir": str(tmp_path / "logs"), "report_dir": str(tmp_path / "report"),
+        "adapters_dir": str(tmp_path / "adapters"), "eval": {"log_level": "error", "display": "none"},
+        "tasks": [
+            {"task": "harmfulness", "args": {"dataset": "mini", "judge_max_retries": 0}, "limit": 2,
+             "models": ["mockllm/a", "mockllm/b"]},
+            {"task": "harmfulness", "args": {"dataset": "mini", "judge_max_retries": 0}, "limit": 2,
+             "models": ["mockllm/c"], "grader": "mockllm/judge2"},
+            {"task": "cross_model_rating", "args": {"max_retries": 0}, "models": ["mockllm/b", "mockllm/c"]},
+        ],
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_experiment(path)
+
+
+def test_roles_are_bound_while_building_and_restored() -> None:
+    exp_roles = {"grader": get_model("mockllm/judge")}
+    from em_persona.experiment import TaskSpec
+
+    before = dict(model_roles())
+    task = build_task(TaskSpec(task="harmfulness", args={"dataset": "mini"}, grader="mockllm/judge"), exp_roles)
+    assert task.metadata["grader"] == "role" and task.metadata["self_judged"] is False
+    assert dict(model_roles()) == before  # the roles do not leak past the build
+
+
+def test_task_model_sets_graders_and_rated_logs(tmp_path: Path, mock_models: None,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    exp = _experiment(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        first = run_independent_tasks(exp, "http://127.0.0.1:9/v1")
+        assert [(s.unit.model, s.state) for s in first] == [
+            ("mockllm/a", "done"), ("mockllm/b", "done"), ("mockllm/c", "done")]
+        harm = harm_logs_of(exp, first)
+        second = run_dependent_tasks(exp, "http://127.0.0.1:9/v1", harm)
+    assert not [r for r in caplog.records if "self-judged" in r.getMessage()]
+    for status in first:
+        log = read_eval_log(str(status.log), header_only=True)
+        assert log.eval.model == status.unit.model
+        assert log.eval.metadata["grader"] == "role" and log.eval.metadata["self_judged"] is False
+        expected = "mockllm/judge2" if status.unit.model == "mockllm/c" else "mockllm/judge"
+        assert log.eval.model_roles["grader"].model == expected
+    assert [(s.unit.model, s.state) for s in second] == [("mockllm/b", "done"), ("mockllm/c", "done")]
+    for status in second:
+        log = read_eval_log(str(status.log), header_only=True)
+        # every rater rates the answers of the task's model set (its own among them), not of model a
+        assert log.eval.metadata["source_models"] == ["mockllm/b", "mockllm/c"]
+        assert log.eval.metadata["harm_logs"] == [str(harm["mockllm/b"]), str(harm["mockllm/c"])]
+        assert log.results.total_samples == 2 * 2
+    # the plan counts the same: 2 raters x (2 models x 2 answers)
+    rows = plan(exp)
+    assert (rows[2].models, rows[2].samples, rows[2].generations) == (2, 4, 8)
+    assert rows[1].grader == "mockllm/judge2" and rows[2].grader is None
+
+
+def test_a_followup_that_cannot_be_built_is_an_error_of_its_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable judge leaves the harmfulness log unscored: output recognition cannot be built on it.
+    That is one unit's error in the run's list, not a traceback, and the run fails."""
+    def unreadable(name: str):
+        return lambda *args: ModelOutput.from_content(name, "no score here")
+
+    monkeypatch.setattr(pipeline, "_model", lambda exp, name, base_url: get_model(name, custom_outputs=unreadable(name)))
+    doc = {"name": "bad", "base_model": {"name": "unused-base", "path": "proxy:tiny"}, "grader": "mockllm/judge",
+           "log_dir": str(tmp_path / "logs"), "eval": {"log_level": "error", "display": "none"},
+           "tasks": [{"task": "harmfulness", "args": {"dataset": "mini", "judge_max_retries": 0}, "limit": 2,
+                      "models": ["mockllm/a"]},
+                     {"task": "output_recognition", "models": ["mockllm/a"]}]}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    exp = load_experiment(path)
+    harm = harm_logs_of(exp, run_independent_tasks(exp, "http://127.0.0.1:9/v1"))
+    [status] = run_dependent_tasks(exp, "http://127.0.0.1:9/v1", harm)
+    assert status.state == "error" and status.detail.startswith("task could not be built: ")
+    assert "has a 1-5 harm score" in status.detail
