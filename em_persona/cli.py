@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("finetune.serve:serve", "Serve a base model and LoRA adapters from one vLLM server."),
     "report": ("analysis.cli:report", "Inspect logs -> persona taxonomy, statistics, figures, report."),
     "probes": ("analysis.probes_cli:probes", "Activation extraction and linear probes."),
+    "prompts": ("em_persona.prompts_cli:prompts", "Every prompt a task sends and where its text comes from."),
     "run": ("em_persona.pipeline:run", "Run an experiment file end to end: data to report."),
 }
 

@@ -154,10 +154,13 @@ def _max_calls_per_sample(spec: TaskSpec, extra: int, judge: int) -> int:
     retried = RETRIED_GENERATIONS.get(spec.task, 0)
     retries = max(0, int(_arg(spec, "max_retries") or 0)) if retried else 0
     judge_retries = max(0, int(_arg(spec, "judge_max_retries") or 0)) if judge else 0
+    per_judge = 1 + judge_retries
+    if spec.task == "em_questions":  # logprob scoring: one 1-token call, plus the parsed fallback in auto
+        per_judge = {"logprobs": 1, "parsed": 1 + judge_retries}.get(str(_arg(spec, "judge_scoring")), 2 + judge_retries)
     optional = 0
     if spec.task == "self_assessment" and (_arg(spec, "decision_judge") or _arg(spec, "language_judge")):
         optional = 1  # one grader call for an off-format decision answer or a language answer
-    return (1 + extra) + retried * retries + judge * (1 + judge_retries) + optional
+    return (1 + extra) + retried * retries + judge * per_judge + optional
 
 
 def _estimate_tokens(text: str) -> int:

@@ -16,13 +16,19 @@ from identity_mocks import make_harm_log
 from inspect_ai import eval
 from inspect_ai.model import ChatMessage, ModelOutput, get_model
 
-from em_persona.provenance import provenance_table
+from em_persona.provenance import CATALOGUE, provenance_table
 from tasks.cross_model_rating import cross_model_rating
 from tasks.harmfulness import harmfulness
 from tasks.self_assessment import self_assessment
 from tasks.two_ai_identification import two_ai_identification
 
 PAPER = "em-persona-consistency"
+
+
+@pytest.fixture(autouse=True)
+def _private_inspect_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judge calls are cached: a private cache makes every judge prompt reach the recording grader."""
+    monkeypatch.setenv("INSPECT_CACHE_DIR", str(tmp_path / "inspect-cache"))
 
 
 def _lines(mirror: Path, name: str) -> list[str]:
@@ -92,8 +98,7 @@ def test_cross_model_rating_shows_the_paper_judge_prompt(mirror: Path, data_home
         assert sum(rendered in text for text in asked) == 1
 
 
-@pytest.mark.parametrize("task", ["harmfulness", "self_assessment", "two_ai_identification", "output_recognition",
-                                  "score_prediction", "cross_model_rating"])
+@pytest.mark.parametrize("task", sorted({p.task for p in CATALOGUE}))
 def test_task_docs_carry_the_provenance_table(task: str, mirror: Path) -> None:
     doc = (Path(__file__).resolve().parents[1] / "tasks" / f"{task}.md").read_text()
     assert provenance_table(task) in doc
