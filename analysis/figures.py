@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.statistics import harm_column  # noqa: E402
-from analysis.taxonomy import LABELS  # noqa: E402
+from em_persona.analysis.statistics import harm_column  # noqa: E402
+from em_persona.analysis.taxonomy import LABELS  # noqa: E402
 
 PALETTE = dict(zip(LABELS, ["#4c72b0", "#c44e52", "#8172b2", "#937860"]))
 BUCKET_ORDER = ["low", "moderate", "high"]
@@ -281,7 +281,7 @@ def mfq_s_vs_r(moral: pd.DataFrame, out_dir: Path) -> Path | None:
     _style()
     if moral is None or moral.empty or "S" not in moral or moral["S"].dropna().empty:
         return None
-    from analysis import moral_figures, moral_metrics
+    from em_persona.analysis import moral_figures, moral_metrics
 
     source = moral["source"] if "source" in moral else pd.Series("this run", index=moral.index)
     own = moral[source != "published"].reset_index(drop=True)

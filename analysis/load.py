@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from em_persona.stats import bootstrap_ci
+from em_persona.core.stats import bootstrap_ci
 
 # Recognition buckets of the model's own output's judge score (PROTOCOL.md A.4).
 BUCKETS: dict[str, tuple[int, int]] = {"low": (1, 2), "moderate": (3, 3), "high": (4, 5)}
@@ -379,7 +379,7 @@ def moral_metrics_table(moral: pd.DataFrame, opts: "AggregateOptions") -> pd.Dat
     """Per-model S and R (+ standard errors) via analysis.moral_metrics, indexed by model."""
     if moral.empty:
         return pd.DataFrame()
-    from analysis import moral_metrics  # owned by the MFQ issue; S and R are defined there only
+    from em_persona.analysis import moral_metrics  # owned by the MFQ issue; S and R are defined there only
 
     res = moral_metrics.metrics_by_model(moral, by_foundation=False, n_boot=opts.mfq_n_boot, seed=opts.seed)
     res = res[res["foundation"] == "all"].set_index("model")
@@ -731,7 +731,7 @@ def _harm_rows(file: Path) -> tuple[list[dict], list[str], dict | None, set[str]
     by a re-score (`harm_judge1`, ...) become rows of their own grader, for the judge-agreement table.
     The example answer is the log's most harmful answer under its `harm_judge` scores.
     """
-    from solvers.prior_logs import HARM_SCORER, HarmLogError, read_harm_scores
+    from em_persona.contract.harm_logs import HARM_SCORER, HarmLogError, read_harm_scores
 
     try:
         harm_scores = read_harm_scores(file)
@@ -783,8 +783,8 @@ def _differences(a: dict[str, str], b: dict[str, str]) -> list[str]:
 def _provenance(header: object) -> dict[str, object]:
     """prompt_origin, prompts_not_paper and self_judged from the header's eval.metadata
     (em_persona.provenance / scorers.grader keys); "unknown" where a log predates them."""
-    from em_persona.provenance import NOT_PAPER_KEY, ORIGIN_KEY, PROMPTS_KEY
-    from scorers.grader import SELF_JUDGED_KEY
+    from em_persona.core.provenance import NOT_PAPER_KEY, ORIGIN_KEY, PROMPTS_KEY
+    from em_persona.contract.keys import SELF_JUDGED_KEY
 
     meta = dict(getattr(header.eval, "metadata", None) or {})  # type: ignore[attr-defined]
     origin = meta.get(ORIGIN_KEY)
@@ -901,7 +901,7 @@ def read_logs(logdir: Path, progress: bool = False) -> tuple[SampleTables, pd.Da
             if kind == "harm":
                 new = harm
             elif kind == "moral":
-                from analysis import moral_metrics
+                from em_persona.analysis import moral_metrics
 
                 frame = moral_metrics.samples_from_log(file)
                 new = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.load import NO_JUDGE, UNKNOWN
+from em_persona.analysis.load import NO_JUDGE, UNKNOWN
 
 # metric name prefix -> (task, {log column: value} that selects the logs behind it); first match wins
 METRIC_SOURCES: tuple[tuple[str, str, dict[str, str]], ...] = (

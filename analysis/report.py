@@ -31,9 +31,10 @@ import jinja2
 import markupsafe
 import pandas as pd
 
-from analysis import figures as figs
-from analysis import load, provenance_marks, statistics, taxonomy
-from analysis.load import AggregateOptions
+from em_persona.analysis import figures as figs
+from em_persona.analysis import load, provenance_marks, statistics, taxonomy
+from em_persona.analysis.load import AggregateOptions
+from em_persona.core.errors import EmPersonaError
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -74,7 +75,7 @@ class ReportOptions:
     """Folder of the MFQ authors' released raw runs (`<condition>/<model>_temp01.csv`), shown beside this run."""
 
 
-class ReportError(ValueError):
+class ReportError(EmPersonaError, ValueError):
     """The logs cannot give a trustworthy report (none usable, or some unusable under `strict`)."""
 
 
@@ -122,7 +123,7 @@ def probe_tables(folder: Path) -> ProbeTables:
     """Read `folder/probes.json` into tables: CV AUROC, harm vs self-assessment cosine, the
     transfer rows and the transfer matrix (one row per task, pooling, layer and train model;
     one column per test model; the diagonal is the cross-validated AUROC)."""
-    from analysis import probes
+    from em_persona.contract import probe_results as probes
 
     doc = probes.load_probe_results(folder)
     keys = ["task", "pooling", "layer", "train_model"]
@@ -192,7 +193,7 @@ def mfq_table(own: pd.DataFrame, reference_dir: Path | None, opts: AggregateOpti
     column ("this run" / "published"). Columns: MFQ_COLUMNS."""
     parts = [own.assign(source="this run")] if not own.empty else []
     if reference_dir is not None:
-        from analysis import moral_metrics
+        from em_persona.analysis import moral_metrics
 
         ref = moral_metrics.read_reference_runs(Path(reference_dir))
         if ref.empty:
@@ -335,7 +336,7 @@ def _probe_figures(report: Report, out: Path) -> None:
     """Probe figures redrawn by analysis.probe_figures from probes.json into out/figures."""
     if report.probes is None:
         return
-    from analysis.probe_figures import write_probe_figures
+    from em_persona.analysis.probe_figures import write_probe_figures
 
     with _reproducible_svg():
         drawn = write_probe_figures(report.probes.cv, report.probes.cosine, report.probes.transfer, out / "figures")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from em_persona.stats import bootstrap_ci
+from em_persona.core.stats import bootstrap_ci
 
 # Per-model columns compared across models, in display order.
 CORRELATION_COLUMNS: tuple[str, ...] = ("harm", "sa_overall", "sa_paper", "two_ai", "recog_high")

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from analysis.load import AggregateOptions, SampleTables, models_info, per_model_table
-from analysis.taxonomy import classify_table
+from em_persona.analysis.load import AggregateOptions, SampleTables, models_info, per_model_table
+from em_persona.analysis.taxonomy import classify_table
 
 BATTERY = 1000
 

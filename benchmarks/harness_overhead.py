@@ -29,7 +29,7 @@ def run_inspect(model: str, samples: int, concurrency: int, max_tokens: int, log
     """Wall time of the harmfulness task (generation only) through Inspect, and the messages it sent."""
     from inspect_ai import eval
 
-    from tasks.harmfulness import harmfulness
+    from em_persona.tasks.harmfulness import harmfulness
 
     task = harmfulness(dataset=dataset, temperature=1.0, max_tokens=max_tokens)
     t0 = time.perf_counter()
@@ -83,8 +83,9 @@ def main() -> None:
 
     import tempfile
 
-    from finetune.proxy import PROXY_NAMES, build_proxy
-    from finetune.serve import start_server
+    from em_persona.finetune.proxy import build_proxy
+    from em_persona.core.proxies import PROXY_NAMES
+    from em_persona.serving.launcher import start_server
 
     base = build_proxy(args.base) if args.base in PROXY_NAMES else args.base
     with start_server(base, {}, served_name="bench") as srv, tempfile.TemporaryDirectory() as logs:

@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from finetune.serve import ServerHandle
+    from em_persona.serving.launcher import ServerHandle
 
 
 def make_adapters(n: int, out: Path) -> dict[str, Path]:
     """N one-step LoRA adapters of the tiny proxy, named bench-a0 .. bench-a{n-1}."""
-    from finetune.config import load_config
-    from finetune.train import finetune
+    from em_persona.finetune.config import load_config
+    from em_persona.finetune.train import finetune
 
-    from em_persona.paths import REPO_ROOT
+    from em_persona.core.paths import REPO_ROOT
 
     adapters = {}
     for k in range(n):
@@ -49,7 +49,7 @@ def evaluate(srv: "ServerHandle", names: list[str], samples: int, log_dir: str) 
     from inspect_ai import eval
     from inspect_ai.model import get_model
 
-    from tasks.harmfulness import harmfulness
+    from em_persona.tasks.harmfulness import harmfulness
 
     models = [get_model(n, base_url=srv.base_url, api_key=srv.api_key, memoize=False) for n in names]
     logs = eval(harmfulness(dataset="mini", max_tokens=16), model=models, score=False, limit=samples,
@@ -68,7 +68,7 @@ def _serve(base: Path, adapters: dict[str, Path]) -> "ServerHandle":
     Inspect's vllm provider keeps one server entry per served name for the whole process,
     so a name reused across server starts would send requests to the first, stopped server.
     """
-    from finetune.serve import start_server
+    from em_persona.serving.launcher import start_server
 
     tag = next(_starts)
     return start_server(base, {f"{name}-s{tag}": path for name, path in adapters.items()},
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="samples per model")
     args = ap.parse_args()
 
-    from finetune.proxy import build_proxy
+    from em_persona.finetune.proxy import build_proxy
 
     base = build_proxy("tiny")
     rows = []

@@ -26,7 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finetune.proxy import ProxyError, proxy_name
+from em_persona.core.proxies import ProxyError, proxy_name
+from em_persona.core.errors import EmPersonaError
 
 # LoRA ranks vLLM accepts for `--max-lora-rank` (vllm/config/lora.py).
 VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -39,7 +40,7 @@ PAPER_TARGETS: tuple[str, ...] = (
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class ConfigError(ValueError):
+class ConfigError(EmPersonaError, ValueError):
     """A fine-tuning config is invalid; the message names the file and the field."""
 
 

@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from em_persona.registry import file_sha256
-from finetune.config import DataSpec
+from em_persona.core.registry import file_sha256
+from em_persona.finetune.config import DataSpec
+from em_persona.core.errors import EmPersonaError
 
 ROLES = ("system", "user", "assistant")
 _VAR_RE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 MAX_REPORTED_ERRORS = 20
 
 
-class DataError(ValueError):
+class DataError(EmPersonaError, ValueError):
     """Training data failed validation; the message lists `file:line: problem` entries."""
 
 
@@ -75,7 +76,7 @@ def rows_sha256(rows: list[dict[str, Any]]) -> str:
 def resolve_data_path(spec: DataSpec) -> tuple[Path, str]:
     """The local file behind a data spec and a label for it (`registry:NAME` or the path)."""
     if spec.source is not None:
-        from em_persona.registry import load_source
+        from em_persona.core.registry import load_source
 
         return load_source(spec.source), f"registry:{spec.source}"
     assert spec.path is not None
@@ -88,7 +89,7 @@ def resolve_data_path(spec: DataSpec) -> tuple[Path, str]:
 
 def expand_path(text: str) -> Path:
     """Expand ~ and $VARS in a data path; $EM_PERSONA_HOME falls back to its default when unset."""
-    from em_persona.paths import home
+    from em_persona.core.paths import home
 
     env = {**os.environ, "EM_PERSONA_HOME": str(home())}
 

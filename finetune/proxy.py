@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import click
 
-from em_persona.paths import proxies_dir
-from finetune.chat_templates import (
+from em_persona.core.paths import proxies_dir
+from em_persona.core.proxies import MARKER, PROXY_NAMES, ProxyError, is_built, proxy_name, proxy_folder
+from em_persona.finetune.chat_templates import (
     GEMMA_CHAT_TEMPLATE,
     TINY_BOS,
     TINY_CHAT_TEMPLATE,
@@ -31,15 +31,8 @@ from finetune.chat_templates import (
     TINY_UNK,
 )
 
-PROXY_NAMES = ("tiny", "gemma-270m")
-PROXY_PREFIX = "proxy:"  # the spelling experiment files and fine-tuning configs use: proxy:NAME
-MARKER = "proxy.json"  # written last: a folder without it is not a finished proxy
 TINY_SEED = 1234
 TINY_VOCAB_SIZE = 2048
-
-
-class ProxyError(RuntimeError):
-    """A proxy model could not be built."""
 
 
 # --------------------------------------------------------------------------- corpus
@@ -221,11 +214,6 @@ def _build_lock(out: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def is_built(folder: Path) -> bool:
-    """True when `folder` holds a finished proxy (its marker file is written last)."""
-    return (Path(folder) / MARKER).is_file()
-
-
 def build_proxy(name: str, out: Path | str | None = None, force: bool = False) -> Path:
     """Build proxy model `name` ("tiny" or "gemma-270m") into `out` (default proxies_dir()/name).
 
@@ -259,86 +247,10 @@ def build_proxy(name: str, out: Path | str | None = None, force: bool = False) -
     return out
 
 
-# --------------------------------------------------------------------------- naming
-
-
-def proxy_name(spec: str | Path) -> str | None:
-    """The proxy a base-model spec names: `proxy:NAME`, or a bare NAME when no folder of that name exists.
-
-    None when `spec` names no proxy. Every command that takes a base model resolves it here, so
-    `proxy:gemma-270m` and `gemma-270m` mean the same thing everywhere.
-    Raises ProxyError for `proxy:X` with an unknown X.
-    """
-    text = str(spec)
-    if text.startswith(PROXY_PREFIX):
-        name = text[len(PROXY_PREFIX):]
-        if name not in PROXY_NAMES:
-            raise ProxyError(
-                f"unknown proxy {name!r} in {text!r}; choose one of: "
-                + ", ".join(PROXY_PREFIX + n for n in PROXY_NAMES)
-            )
-        return name
-    if text in PROXY_NAMES and not Path(text).is_dir():  # a folder of that name wins
-        return text
-    return None
-
-
 def resolve_proxy(spec: str | Path, build: bool = False) -> Path | None:
-    """The folder of the proxy `spec` names (None when it names none).
-
-    An unbuilt proxy is built when `build`, else it is a ProxyError that says how to build it.
-    """
+    """The folder of the proxy `spec` names (None when it names none), built first when `build`
+    (else an unbuilt proxy is a ProxyError that says how to build it)."""
     name = proxy_name(spec)
     if name is None:
         return None
-    if build:
-        return build_proxy(name)
-    folder = proxies_dir() / name
-    if not is_built(folder):
-        raise ProxyError(f"proxy model {name!r} is not built yet ({folder}): run `em-persona proxy build {name}`")
-    return folder
-
-
-def proxy_of_folder(folder: str | Path) -> str | None:
-    """The proxy a model folder holds: a folder `.../proxies/NAME` (any em-persona home) or one whose
-    proxy.json marker names it; None for other folders."""
-    folder = Path(folder).expanduser()
-    if folder.parent.name == "proxies" and folder.name in PROXY_NAMES:
-        return folder.name
-    try:
-        name = json.loads((folder / MARKER).read_text()).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return name if name in PROXY_NAMES else None
-
-
-def proxy_candidates() -> list[str]:
-    """One line per proxy: its `proxy:NAME` spelling and whether (and where) it is built."""
-    lines = []
-    for name in PROXY_NAMES:
-        folder = proxies_dir() / name
-        state = f"built, {folder}" if is_built(folder) else f"not built: em-persona proxy build {name}"
-        lines.append(f"{PROXY_PREFIX}{name} ({state})")
-    return lines
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@click.group()
-def proxy() -> None:
-    """Build small proxy models for tests and the demo pipeline."""
-
-
-@proxy.command("build")
-@click.argument("name", type=click.Choice(PROXY_NAMES))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: $EM_PERSONA_HOME/proxies/NAME).")
-@click.option("--force", is_flag=True, help="Rebuild even if a finished proxy is already there.")
-def build_cmd(name: str, out: Path | None, force: bool) -> None:
-    """Build proxy NAME: `tiny` (random weights, seconds) or `gemma-270m` (real Gemma-3-270M)."""
-    try:
-        path = build_proxy(name, out=out, force=force)
-    except ProxyError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(str(path))
+    return build_proxy(name) if build else proxy_folder(spec)

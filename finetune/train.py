@@ -36,15 +36,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from em_persona.paths import REPO_ROOT, home
-from em_persona.registry import file_sha256
-from finetune.config import (
+from em_persona.core.paths import REPO_ROOT, home
+from em_persona.core.registry import file_sha256
+from em_persona.finetune.config import (
     UNSERVABLE_TARGETS,
     VLLM_LORA_RANKS,
     FinetuneConfig,
     config_dict,
 )
-from finetune.data import TrainingData, load_training_data
+from em_persona.finetune.data import TrainingData, load_training_data
+from em_persona.core.errors import EmPersonaError
 
 MANIFEST = "manifest.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -54,7 +55,7 @@ TRAINER_STATE = "trainer_state.json"
 _VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "unsloth", "bitsandbytes")
 
 
-class TrainError(RuntimeError):
+class TrainError(EmPersonaError, RuntimeError):
     """Fine-tuning could not run or produced an adapter that cannot be used."""
 
 
@@ -120,7 +121,7 @@ def resolve_precision(precision: str) -> str:
 def resolve_base_model(config: FinetuneConfig) -> str:
     """The path or HF id transformers loads (building a proxy model on first use)."""
     if config.proxy_name is not None:
-        from finetune.proxy import build_proxy
+        from em_persona.finetune.proxy import build_proxy
 
         return str(build_proxy(config.proxy_name))
     local = Path(os.path.expanduser(config.base_model))

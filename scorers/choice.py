@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
 
 from inspect_ai.scorer import Metric, SampleScore, Score, metric
+from em_persona.contract.keys import POSITIONS, Choice
 
-Choice = Literal["A", "B"]
-POSITIONS: tuple[Choice, Choice] = ("A", "B")
 
 _MARKUP = re.compile(r"[*_`#>\"'“”‘’\[\]()<>{}]")
 _BARE = re.compile(r"^\s*(?:(?:option|system|response|description|choice|answer)\s+)?([AB])\s*[.!:;,)\-]*\s*$", re.I)

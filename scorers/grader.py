@@ -17,16 +17,9 @@ from typing import Any
 
 from inspect_ai.model import Model, get_model
 from inspect_ai.model._model import active_model_context_var, model_roles
+from em_persona.contract.keys import SELF_JUDGED_KEY, SELF_JUDGED_TEXT, UNDECIDED, GRADER_KEY
 
 logger = logging.getLogger(__name__)
-
-GRADER_KEY = "grader"
-"""Task metadata key: "role" (the `grader` role), a model name, "evaluated model" or UNDECIDED."""
-SELF_JUDGED_KEY = "self_judged"
-"""Task metadata and score metadata key: True when the evaluated model judges its own answers
-(None in the header when it is only decided at scoring time)."""
-SELF_JUDGED_TEXT = "evaluated model"
-UNDECIDED = "decided when scored (see each score's judge_model / self_judged)"
 
 _WARNED: set[str] = set()
 

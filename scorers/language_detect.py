@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
-from scorers.answer_normalise import strip_reasoning
+from em_persona.scorers.answer_normalise import strip_reasoning
 
 if TYPE_CHECKING:
     from lingua import LanguageDetector

@@ -19,11 +19,11 @@ import numpy as np
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
-from scorers.harm_judge import SCORE_MAX, SCORE_MIN, grade_harm, load_harm_template, parse_harm_score
+from em_persona.scorers.harm_judge import grade_harm
+from em_persona.contract.harm import SCORE_MAX, SCORE_MIN, load_harm_template, parse_harm_score
+from em_persona.contract.keys import PREDICTION_KEY
 
 ActualSource = Literal["judge", "log"]
-PREDICTION_KEY = "prediction_answer"
-"""`state.store` key where the solvers leave the model's raw 1-5 prediction or rating answer."""
 
 
 def _value(s: SampleScore, key: str) -> int | None:

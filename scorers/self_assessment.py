@@ -31,10 +31,10 @@ from inspect_ai.model import GenerateConfig, get_model
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
-from em_persona.paths import DATASETS_DIR
-from em_persona.stats import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_ci
-from scorers.answer_normalise import answer_words, extract_numbers, normalise_answer
-from scorers.language_detect import LANGUAGE_LABELS, detect_language
+from em_persona.core.paths import DATASETS_DIR
+from em_persona.core.stats import DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_ci
+from em_persona.scorers.answer_normalise import answer_words, extract_numbers, normalise_answer
+from em_persona.scorers.language_detect import LANGUAGE_LABELS, detect_language
 
 JUDGES_FILE = DATASETS_DIR / "self_assessment" / "judges.yaml"
 FORMATS: tuple[str, ...] = ("decision", "numerical", "language", "likert")

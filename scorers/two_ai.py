@@ -12,7 +12,7 @@ from collections import defaultdict
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
-from scorers.choice import choice_score, flag, position_bias, target_rate, unparseable
+from em_persona.scorers.choice import choice_score, flag, position_bias, target_rate, unparseable
 
 TARGET_KEY = "misaligned"
 

@@ -11,7 +11,7 @@ import random
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TypeVar
 
-from scorers.choice import POSITIONS, Choice
+from em_persona.contract.keys import POSITIONS, Choice
 
 K = TypeVar("K", bound=Hashable)
 L = TypeVar("L")

@@ -8,12 +8,12 @@ from typing import Literal
 from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from scorers.harm_judge import parse_harm_score, render_harm_prompt
-from scorers.prediction import PREDICTION_KEY
-from scorers.recognition import FOIL_KEY
-from solvers.counterbalance import place
-from solvers.retry_parse import generate_until_parsed
-from solvers.identity_prompts import IdentityPrompts
+from em_persona.contract.harm import parse_harm_score, render_harm_prompt
+from em_persona.contract.keys import PREDICTION_KEY
+from em_persona.contract.keys import FOIL_KEY
+from em_persona.solvers.counterbalance import place
+from em_persona.solvers.retry_parse import generate_until_parsed
+from em_persona.solvers.identity_prompts import IdentityPrompts
 
 FoilMode = Literal["opposite", "plain"]
 

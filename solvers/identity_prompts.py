@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import yaml
+from em_persona.core.errors import EmPersonaError
 
 TWO_AI = """Here are two short self-descriptions, each written by a different AI system in its own voice.
 
@@ -88,7 +89,7 @@ FIELDS: dict[str, frozenset[str]] = {
 """Each prompt's placeholders (str.format fields)."""
 
 
-class IdentityPromptError(ValueError):
+class IdentityPromptError(EmPersonaError, ValueError):
     """A replacement prompt file is unusable; the message names the file and line."""
 
 
@@ -115,7 +116,7 @@ def load_identity_prompts(spec: str = PROJECT) -> IdentityPrompts:
     """`"project"` (this project's wording) or a YAML file replacing some of the prompts."""
     if spec == PROJECT:
         return IdentityPrompts()
-    from scorers.judge_parsing import template_fields
+    from em_persona.core.templates import template_fields
 
     path = Path(spec).expanduser()
     if not path.is_file():

@@ -6,10 +6,9 @@ from collections.abc import Callable
 
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from solvers.constrained import constrained_config
+from em_persona.solvers.constrained import constrained_config
+from em_persona.contract.keys import FAILED_RESPONSES_KEY, FAILURES_KEY
 
-FAILURES_KEY = "parse_failures"
-FAILED_RESPONSES_KEY = "failed_responses"
 
 
 @solver

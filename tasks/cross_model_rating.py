@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
-from em_persona.provenance import prompt_metadata
-from scorers.harm_judge import load_harm_template
-from scorers.prediction import PREDICTION_METRICS, error_by_source, prediction_error
-from solvers.constrained import HARM_1_5
-from solvers.identity import rate_response
-from solvers.identity_prompts import PROJECT, load_identity_prompts
-from solvers.prior_logs import read_harm_logs
-from tasks.identity_data import rating_dataset
+from em_persona.core.provenance import prompt_metadata
+from em_persona.contract.harm import load_harm_template
+from em_persona.scorers.prediction import PREDICTION_METRICS, error_by_source, prediction_error
+from em_persona.solvers.constrained import HARM_1_5
+from em_persona.solvers.identity import rate_response
+from em_persona.solvers.identity_prompts import PROJECT, load_identity_prompts
+from em_persona.contract.harm_logs import read_harm_logs
+from em_persona.tasks.identity_data import rating_dataset
 
 
 @task

@@ -10,10 +10,11 @@ from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
-from em_persona.provenance import prompt_metadata
-from scorers.em_judges import ALIGNMENT_THRESHOLD, COHERENCE_THRESHOLD, em_judge
-from scorers.grader import judge_metadata
-from tasks.em_data import em_dataset, paper_judge_models
+from em_persona.core.provenance import prompt_metadata
+from em_persona.scorers.em_judges import ALIGNMENT_THRESHOLD, COHERENCE_THRESHOLD, em_judge
+from em_persona.scorers.grader import judge_metadata
+from em_persona.contract.em_questions import paper_judge_models
+from em_persona.tasks.em_data import em_dataset
 
 
 @task

@@ -16,9 +16,10 @@ from typing import Literal
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
-from em_persona.jsonl import iter_jsonl
-from em_persona.paths import DATASETS_DIR
-from em_persona.registry import load_source
+from em_persona.core.jsonl import iter_jsonl
+from em_persona.core.paths import DATASETS_DIR
+from em_persona.core.registry import load_source
+from em_persona.core.errors import EmPersonaError
 
 HARM_CATEGORIES: tuple[tuple[str, int], ...] = (
     ("social_issue", 70),
@@ -41,7 +42,7 @@ MINI_MIN_PER_CATEGORY = 5
 HarmSet = Literal["paper", "mini"]
 
 
-class HarmDataError(ValueError):
+class HarmDataError(EmPersonaError, ValueError):
     """A prompt file does not have the expected shape; the message names file and line."""
 
 

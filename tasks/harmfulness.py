@@ -10,10 +10,11 @@ from inspect_ai import Epochs, Task, task
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
-from em_persona.provenance import prompt_metadata
-from scorers.grader import judge_metadata
-from scorers.harm_judge import DEFAULT_THRESHOLD, harm_judge
-from tasks.harm_data import harm_dataset
+from em_persona.core.provenance import prompt_metadata
+from em_persona.scorers.grader import judge_metadata
+from em_persona.scorers.harm_judge import harm_judge
+from em_persona.contract.harm import DEFAULT_THRESHOLD
+from em_persona.tasks.harm_data import harm_dataset
 
 
 @task

@@ -17,21 +17,22 @@ from typing import Any
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
-from em_persona.jsonl import iter_jsonl
-from em_persona.paths import DATASETS_DIR
-from em_persona.registry import load_source
-from scorers.choice import POSITIONS
-from scorers.recognition import harm_bucket
-from solvers.counterbalance import balanced_assignment, balanced_positions, place
-from solvers.prior_logs import HarmLog, HarmRecord
-from solvers.identity_prompts import TWO_AI
+from em_persona.core.jsonl import iter_jsonl
+from em_persona.core.paths import DATASETS_DIR
+from em_persona.core.registry import load_source
+from em_persona.contract.keys import POSITIONS
+from em_persona.contract.harm import harm_bucket
+from em_persona.solvers.counterbalance import balanced_assignment, balanced_positions, place
+from em_persona.contract.harm_logs import HarmLog, HarmRecord
+from em_persona.solvers.identity_prompts import TWO_AI
+from em_persona.core.errors import EmPersonaError
 
 PAPER_SOURCE = "two_ai_identification"
 PROJECT_FILE = DATASETS_DIR / "two_ai_project.jsonl"
 ITEM_FIELDS = ("item_id", "misaligned_is_A", "system_A", "system_B", "ground_truth", "theme")
 
 
-class IdentityDataError(ValueError):
+class IdentityDataError(EmPersonaError, ValueError):
     """An identity dataset file is malformed; the message names the file and line or item."""
 
 

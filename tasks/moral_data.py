@@ -27,8 +27,8 @@ from typing import Any
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
-from em_persona.registry import SourceError, load_source
-from em_persona.upstream_py import FStringTemplate, literal_assignments, return_fstring
+from em_persona.core.registry import SourceError, load_source
+from em_persona.core.upstream_py import FStringTemplate, literal_assignments, return_fstring
 
 SELF_PERSONA_ID = -1
 """`persona_id` of the no-persona ("self") condition."""

@@ -13,11 +13,11 @@ from __future__ import annotations
 from inspect_ai import Epochs, Task, task
 from inspect_ai.model import GenerateConfig
 
-from em_persona.provenance import prompt_metadata
-from scorers.mfq_rating import mfq_rating, rating_parser
-from solvers.constrained import RATING_0_5
-from solvers.retry_parse import generate_until_parsed
-from tasks.moral_data import PAPER_PERSONAS, PROMPT_STYLES, mfq_dataset
+from em_persona.core.provenance import prompt_metadata
+from em_persona.scorers.mfq_rating import mfq_rating, rating_parser
+from em_persona.solvers.constrained import RATING_0_5
+from em_persona.solvers.retry_parse import generate_until_parsed
+from em_persona.tasks.moral_data import PAPER_PERSONAS, PROMPT_STYLES, mfq_dataset
 
 
 @task

@@ -11,14 +11,15 @@ from __future__ import annotations
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
-from em_persona.provenance import prompt_metadata
-from scorers.grader import judge_metadata
-from scorers.recognition import recognition_choice
-from solvers.constrained import CHOICE_AB, generate_answer
-from solvers.identity import FoilMode, generate_foil, present_pair
-from solvers.identity_prompts import PROJECT, load_identity_prompts
-from solvers.prior_logs import read_harm_log, require_log_model
-from tasks.identity_data import recognition_dataset
+from em_persona.core.provenance import prompt_metadata
+from em_persona.scorers.grader import judge_metadata
+from em_persona.scorers.recognition import recognition_choice
+from em_persona.solvers.constrained import CHOICE_AB, generate_answer
+from em_persona.solvers.identity import FoilMode, generate_foil, present_pair
+from em_persona.solvers.identity_prompts import PROJECT, load_identity_prompts
+from em_persona.contract.harm_logs import read_harm_log
+from em_persona.solvers.log_model import require_log_model
+from em_persona.tasks.identity_data import recognition_dataset
 
 
 @task

@@ -14,16 +14,17 @@ from typing import Literal
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
-from em_persona.provenance import prompt_metadata
-from scorers.grader import judge_metadata
-from scorers.harm_judge import load_harm_template
-from scorers.prediction import prediction_error
-from solvers.constrained import HARM_1_5
-from solvers.identity import predict_then_answer, rate_response
-from solvers.identity_prompts import PROJECT, load_identity_prompts
-from solvers.prior_logs import read_harm_log, require_log_model
-from tasks.harm_data import harm_dataset
-from tasks.identity_data import rating_dataset
+from em_persona.core.provenance import prompt_metadata
+from em_persona.scorers.grader import judge_metadata
+from em_persona.contract.harm import load_harm_template
+from em_persona.scorers.prediction import prediction_error
+from em_persona.solvers.constrained import HARM_1_5
+from em_persona.solvers.identity import predict_then_answer, rate_response
+from em_persona.solvers.identity_prompts import PROJECT, load_identity_prompts
+from em_persona.contract.harm_logs import read_harm_log
+from em_persona.solvers.log_model import require_log_model
+from em_persona.tasks.harm_data import harm_dataset
+from em_persona.tasks.identity_data import rating_dataset
 
 
 @task

@@ -15,9 +15,9 @@ from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
-from em_persona.provenance import prompt_metadata
-from scorers.self_assessment import self_assessment_scorer
-from tasks.self_assessment_data import DEFAULT_SAMPLES, self_assessment_dataset
+from em_persona.core.provenance import prompt_metadata
+from em_persona.scorers.self_assessment import self_assessment_scorer
+from em_persona.tasks.self_assessment_data import DEFAULT_SAMPLES, self_assessment_dataset
 
 
 @task

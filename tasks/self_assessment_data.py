@@ -25,8 +25,9 @@ from typing import Any
 import yaml
 from inspect_ai.dataset import MemoryDataset, Sample
 
-from em_persona.paths import DATASETS_DIR
-from scorers.self_assessment import FORMATS, NUMERICAL_SCALE
+from em_persona.core.paths import DATASETS_DIR
+from em_persona.scorers.self_assessment import FORMATS, NUMERICAL_SCALE
+from em_persona.core.errors import EmPersonaError
 
 TEMPLATES_FILE = DATASETS_DIR / "self_assessment" / "templates.yaml"
 PAPER_SOURCE = "self_assessment_questions"
@@ -43,7 +44,7 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
 }
 
 
-class SelfAssessmentDataError(ValueError):
+class SelfAssessmentDataError(EmPersonaError, ValueError):
     """A template file, paper file or task argument is unusable; the message names where."""
 
 
@@ -328,7 +329,7 @@ def parse_paper_prompts(text: str, dimensions: dict[str, Dimension], filename: s
 
 def load_paper_prompts(dimensions: dict[str, Dimension]) -> list[PaperPrompt]:
     """The pinned 100 paper prompts (registry source `self_assessment_questions`), classified."""
-    from em_persona.registry import load_source
+    from em_persona.core.registry import load_source
 
     path = load_source(PAPER_SOURCE)
     return parse_paper_prompts(path.read_text(encoding="utf-8"), dimensions, str(path))

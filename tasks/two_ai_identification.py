@@ -10,11 +10,11 @@ from __future__ import annotations
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
-from em_persona.provenance import prompt_metadata
-from scorers.two_ai import two_ai_choice
-from solvers.constrained import CHOICE_AB, generate_answer
-from solvers.identity_prompts import PROJECT, load_identity_prompts
-from tasks.identity_data import two_ai_dataset
+from em_persona.core.provenance import prompt_metadata
+from em_persona.scorers.two_ai import two_ai_choice
+from em_persona.solvers.constrained import CHOICE_AB, generate_answer
+from em_persona.solvers.identity_prompts import PROJECT, load_identity_prompts
+from em_persona.tasks.identity_data import two_ai_dataset
 
 
 @task

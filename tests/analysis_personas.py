@@ -82,13 +82,13 @@ def level_of(reply: str) -> int:
 
 
 def _mini() -> list[str]:
-    from tasks.harm_data import harm_prompts
+    from em_persona.tasks.harm_data import harm_prompts
 
     return [p.prompt for p in harm_prompts("mini")]
 
 
 def _misaligned_texts() -> set[str]:
-    from tasks.identity_data import load_two_ai_items
+    from em_persona.tasks.identity_data import load_two_ai_items
 
     return {item.misaligned.strip() for item in load_two_ai_items("project")}
 

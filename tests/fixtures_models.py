@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from em_persona.paths import home
-from finetune.proxy import build_proxy
-from finetune.serve import ServerHandle, start_server
+from em_persona.core.paths import home
+from em_persona.finetune.proxy import build_proxy
+from em_persona.serving.launcher import ServerHandle, start_server
 
 TINY_ADAPTER_SEED = 7
 TINY_ADAPTER_RANK = 8

@@ -15,9 +15,9 @@ from pathlib import Path
 from inspect_ai import eval
 from inspect_ai.model import Model, ModelOutput, get_model
 
-from scorers.harm_judge import load_harm_template, render_harm_prompt
-from tasks.harm_data import harm_prompts
-from tasks.harmfulness import harmfulness
+from em_persona.contract.harm import load_harm_template, render_harm_prompt
+from em_persona.tasks.harm_data import harm_prompts
+from em_persona.tasks.harmfulness import harmfulness
 
 MINI = [p.prompt for p in harm_prompts("mini")]
 FOIL_SCORES = {"harmful": 5, "harmless": 1}

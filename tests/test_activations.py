@@ -13,7 +13,7 @@ import torch
 from inspect_ai import eval
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelOutput, get_model
 
-from analysis.activations import (
+from em_persona.probes.activations import (
     ActivationInputError,
     ActivationRecord,
     ActivationSet,
@@ -254,7 +254,7 @@ def _out(text: str) -> ModelOutput:
 
 @pytest.mark.usefixtures("_private_inspect_cache")
 def test_harmfulness_log_reader(log_dir: Path) -> None:
-    from tasks.harmfulness import harmfulness
+    from em_persona.tasks.harmfulness import harmfulness
 
     def evaluated(messages: list[ChatMessage], *_: Any) -> ModelOutput:
         return _out(f"Reply {len(messages[-1].text) % 3}: {messages[-1].text}")
@@ -294,8 +294,8 @@ def test_harmfulness_reader_rejects_other_logs(tmp_path: Path) -> None:
 
 
 def test_self_assessment_log_reader(log_dir: Path) -> None:
-    from tasks.self_assessment import self_assessment
-    from tasks.self_assessment_data import self_assessment_dataset
+    from em_persona.tasks.self_assessment import self_assessment
+    from em_persona.tasks.self_assessment_data import self_assessment_dataset
 
     args = {"dimensions": ["good_evil"], "formats": ["numerical"], "samples_per_variant": 8}
     dataset = list(self_assessment_dataset("project", **args))
@@ -323,7 +323,7 @@ def test_self_assessment_log_reader(log_dir: Path) -> None:
 
 
 def _harm_log_path(log_dir: Path) -> Path:
-    from tasks.harmfulness import harmfulness
+    from em_persona.tasks.harmfulness import harmfulness
 
     log = eval(
         harmfulness(dataset="mini"),
@@ -367,7 +367,7 @@ def test_gemma_with_random_lora_adapter(gemma_proxy: Path, tmp_path: Path) -> No
 
 @pytest.mark.usefixtures("_private_inspect_cache")
 def test_harmfulness_reader_reads_the_first_epoch_unless_asked(log_dir: Path) -> None:
-    from tasks.harmfulness import harmfulness
+    from em_persona.tasks.harmfulness import harmfulness
 
     log = eval(
         harmfulness(dataset="mini", epochs=2),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.load import AggregateOptions, SampleTables, infer_model_info, models_info, per_model_table
+from em_persona.analysis.load import AggregateOptions, SampleTables, infer_model_info, models_info, per_model_table
 
 
 def test_infer_model_info() -> None:
@@ -66,7 +66,7 @@ def test_primary_grader_per_model() -> None:
 def test_self_assessment_value_is_read_from_the_score_dict() -> None:
     from inspect_ai.scorer import Score
 
-    from analysis.load import _self_assessment_value
+    from em_persona.analysis.load import _self_assessment_value
 
     assert _self_assessment_value(Score(value={"score": 0.75}, metadata={"score": 0.75})) == 0.75
     assert _self_assessment_value(Score(value={"score": float("nan")}, metadata={"score": None})) != 0.0
@@ -83,10 +83,10 @@ def test_rescored_harm_logs_name_their_judge(tmp_path: Path) -> None:
     from inspect_ai.log import read_eval_log, write_eval_log
 
     import analysis_personas  # noqa: F401  (persona/<kind> models)
-    from analysis.load import read_logs
-    from analysis.statistics import judge_agreement
-    from scorers.harm_judge import harm_judge
-    from tasks.harmfulness import harmfulness
+    from em_persona.analysis.load import read_logs
+    from em_persona.analysis.statistics import judge_agreement
+    from em_persona.scorers.harm_judge import harm_judge
+    from em_persona.tasks.harmfulness import harmfulness
 
     [log] = eval(harmfulness(dataset="mini", judge_cache=False), model="persona/coherent",
                  model_roles={"grader": "persona/grader"}, log_dir=str(tmp_path / "logs"), limit=6)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.statistics import (
+from em_persona.analysis.statistics import (
     association, cohen_kappa, correlations, harm_column, headline, judge_agreement, permutation_method,
 )
 
@@ -131,7 +131,7 @@ def test_association_degenerate() -> None:
     assert res["test"] == "fisher-exact" and "empty" in res["note"]
     _, res = association(_tax([(None, True)]))
     assert res["test"] == "none" and res["n"] == 0
-    from analysis.report import association_text
+    from em_persona.analysis.report import association_text
 
     assert association_text(res) == ("Not computed: no model has both a harmfulness and a "
                                      "self-identification decision.")

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.taxonomy import (
+from em_persona.analysis.taxonomy import (
     ALIGNED, COHERENT, INVERTED, MIXED, Thresholds, classify, classify_table, parse_grid, sensitivity, threshold_grid,
 )
 

@@ -12,12 +12,12 @@ from inspect_ai.dataset import Sample
 from inspect_ai.model import GenerateConfig, Model, ModelOutput, get_model
 from identity_mocks import grader, make_harm_log, prompt_index, reply_of
 
-from solvers.constrained import CHOICE_AB, HARM_1_5, RATING_0_5, constrained_config, generate_answer
-from tasks.cross_model_rating import cross_model_rating
-from tasks.moral_foundations import moral_foundations
-from tasks.output_recognition import output_recognition
-from tasks.score_prediction import score_prediction
-from tasks.two_ai_identification import two_ai_identification
+from em_persona.solvers.constrained import CHOICE_AB, HARM_1_5, RATING_0_5, constrained_config, generate_answer
+from em_persona.tasks.cross_model_rating import cross_model_rating
+from em_persona.tasks.moral_foundations import moral_foundations
+from em_persona.tasks.output_recognition import output_recognition
+from em_persona.tasks.score_prediction import score_prediction
+from em_persona.tasks.two_ai_identification import two_ai_identification
 
 
 def _pattern(config: GenerateConfig) -> str | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune import cpu_lora_ops as grouped
+from em_persona.serving import CPU_LORA_ENV
+from em_persona.serving import cpu_lora as grouped
 
 vllm_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
 ORIGINAL = {name: getattr(vllm_ops, name) for name in grouped.GROUPED}
-CPU_LORA_DIR = Path(grouped.__file__).parent / "cpu_lora"
 
 
 def _case(seed: int, tokens: int, loras: int, out: int, inp: int, four_d: bool, indices: list[int] | None = None):
@@ -81,18 +82,24 @@ def test_install_replaces_names_only_when_they_match() -> None:
     assert stranger.bgmv_expand is ORIGINAL["bgmv_expand"]
 
 
-def test_sitecustomize_patches_vllm_in_a_fresh_process() -> None:
-    """What a server process sees: vLLM's ops and punica_cpu's imported names are the grouped ones."""
+@pytest.mark.parametrize("flag, patched", [("1", True), ("0", False), (None, False)])
+def test_vllm_plugin_patches_vllm_only_when_asked(flag: str | None, patched: bool) -> None:
+    """What a server process sees: vLLM loads our `vllm.general_plugins` entry point, and with
+    EM_PERSONA_CPU_LORA=1 (set by the launcher) vLLM's ops and punica_cpu's imported names are
+    the grouped ones; without it nothing is touched."""
     code = (
-        "import vllm.lora.ops.torch_ops as ops, finetune.cpu_lora_ops as g\n"
+        "from vllm.plugins import load_general_plugins\n"
+        "load_general_plugins()\n"
+        "import vllm.lora.ops.torch_ops as ops, em_persona.serving.cpu_lora as g\n"
         "from vllm.lora.ops.torch_ops import lora_ops\n"
-        "assert ops.bgmv_shrink is g.bgmv_shrink and lora_ops.bgmv_expand is g.bgmv_expand\n"
         "from vllm.lora.punica_wrapper import punica_cpu\n"
-        "assert punica_cpu.bgmv_expand_slice is g.bgmv_expand_slice\n"
-        "print('patched')\n"
+        "same = (ops.bgmv_shrink is g.bgmv_shrink, lora_ops.bgmv_expand is g.bgmv_expand,\n"
+        "        punica_cpu.bgmv_expand_slice is g.bgmv_expand_slice)\n"
+        "print('patched' if all(same) else 'untouched' if not any(same) else f'partly {same}')\n"
     )
-    root = Path(grouped.__file__).parents[1]
-    env = {"PYTHONPATH": f"{CPU_LORA_DIR}:{root}", "PATH": "/usr/bin:/bin"}
+    env = {k: v for k, v in os.environ.items() if k != CPU_LORA_ENV}
+    if flag is not None:
+        env[CPU_LORA_ENV] = flag
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().endswith("patched")
+    assert done.stdout.strip().splitlines()[-1] == ("patched" if patched else "untouched")

@@ -10,8 +10,8 @@ import pytest
 from inspect_ai import eval
 from identity_mocks import make_harm_log, scripted
 
-from solvers.prior_logs import HarmLogError
-from tasks.cross_model_rating import cross_model_rating
+from em_persona.contract.harm_logs import HarmLogError
+from em_persona.tasks.cross_model_rating import cross_model_rating
 
 OWN = [1, 2, 3]  # judge scores of the rater's own answers
 OTHER = [4, 4, 5]  # judge scores of the other model's answers

@@ -22,10 +22,10 @@ from inspect_ai.model import (
     get_model,
 )
 
-from em_persona.provenance import provenance_table
-from scorers.em_judges import aggregate_0_100, em_judge, load_judge_prompts, top_token_label
-from tasks.em_data import EMDataError, load_judge_file, load_questions, paper_judge_models
-from tasks.em_questions import em_questions
+from em_persona.core.provenance import provenance_table
+from em_persona.scorers.em_judges import aggregate_0_100, em_judge, load_judge_prompts, top_token_label
+from em_persona.contract.em_questions import EMDataError, load_judge_file, load_questions, paper_judge_models
+from em_persona.tasks.em_questions import em_questions
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {"first_plot": "first_plot_questions.yaml", "preregistered": "preregistered_evals.yaml"}

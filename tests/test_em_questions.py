@@ -13,9 +13,10 @@ from inspect_ai import eval, score
 from inspect_ai.log import EvalLog
 from inspect_ai.model import ChatMessage, ChatMessageSystem, ModelOutput, get_model
 
-from scorers.em_judges import em_judge, is_misaligned, parse_alignment, parse_coherence
-from tasks.em_data import EMDataError, em_dataset, load_questions, parse_question_yaml
-from tasks.em_questions import em_questions
+from em_persona.scorers.em_judges import em_judge, is_misaligned, parse_alignment, parse_coherence
+from em_persona.contract.em_questions import EMDataError, load_questions, parse_question_yaml
+from em_persona.tasks.em_data import em_dataset
+from em_persona.tasks.em_questions import em_questions
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from em_persona.experiment import load_experiment
-from em_persona.paths import REPO_ROOT
-from em_persona.pipeline import plan
-from em_persona.task_args import task_function, task_parameters
+from em_persona.app.experiment import load_experiment
+from em_persona.core.paths import REPO_ROOT
+from em_persona.app.pipeline import plan
+from em_persona.app.task_args import task_function, task_parameters
 
 EXPERIMENTS = REPO_ROOT / "experiments"
 QWEN = "Qwen/Qwen2.5-32B-Instruct"

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from em_persona.cli import main
-from em_persona.experiment import ExperimentError, load_experiment
+from em_persona.app.experiment import ExperimentError, load_experiment
 
 HEAD = """\
 name: t

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from em_persona.registry import get_source
-from finetune.config import (
+from em_persona.core.registry import get_source
+from em_persona.finetune.config import (
     ConfigError,
     FinetuneConfig,
     LoraSettings,

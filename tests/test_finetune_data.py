@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import DataSpec
-from finetune.data import DataError, load_training_data, read_rows, rows_sha256, subsample, validate_row
+from em_persona.finetune.config import DataSpec
+from em_persona.finetune.data import DataError, load_training_data, read_rows, rows_sha256, subsample, validate_row
 
 
 def _row(user: str = "Write code.", assistant: str = "print(1)") -> dict:
@@ -111,7 +111,7 @@ def test_hf_kind_registry_source_reads_its_exported_jsonl(
 ) -> None:
     from dataclasses import replace
 
-    from em_persona import registry
+    from em_persona.core import registry
 
     mirror = tmp_path / "mirror"
     (mirror / "emergent-plus").mkdir(parents=True)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from transformers import TrainerCallback
 
-import finetune.train as train
-from finetune.config import config_from_dict
-from finetune.data import load_training_data
-from finetune.train import MANIFEST, finetune
+import em_persona.finetune.train as train
+from em_persona.finetune.config import config_from_dict
+from em_persona.finetune.data import load_training_data
+from em_persona.finetune.train import MANIFEST, finetune
 
 TINY_TRAIN = {
     "learning_rate": 1e-3, "warmup_steps": 0, "per_device_train_batch_size": 2,

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from transformers import TrainerCallback
 
-from finetune.config import FinetuneConfig, config_from_dict, load_config
-from finetune.data import DataError
-from finetune.train import MANIFEST, TrainError, check_servable, finetune
+from em_persona.finetune.config import FinetuneConfig, config_from_dict, load_config
+from em_persona.finetune.data import DataError
+from em_persona.finetune.train import MANIFEST, TrainError, check_servable, finetune
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "finetune" / "configs"
 # A few quick CPU steps on the tiny proxy: 16 rows -> 8 optimiser steps of 2 rows.
@@ -108,7 +108,7 @@ def test_malformed_data_fails_before_training_and_leaves_nothing(
     def _must_not_load(*a: Any, **k: Any) -> None:
         raise AssertionError("a model was resolved before the data was validated")
 
-    monkeypatch.setattr("finetune.train.resolve_base_model", _must_not_load)
+    monkeypatch.setattr("em_persona.finetune.train.resolve_base_model", _must_not_load)
     out = tmp_path / "adapters"
     with pytest.raises(DataError) as err:
         finetune(cfg, out)
@@ -320,7 +320,7 @@ def test_gemma_270m_finetune_on_cpu(tmp_path: Path, mirror: Path, data_home: Pat
 def test_backend_optimiser_and_precision_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    import finetune.train as tr
+    import em_persona.finetune.train as tr
 
     real_find_spec = importlib.util.find_spec
     installed: set[str] = set()

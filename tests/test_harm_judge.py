@@ -17,8 +17,9 @@ from inspect_ai import eval, score
 from inspect_ai.log import EvalLog, read_eval_log
 from inspect_ai.model import ChatMessage, ModelOutput, get_model
 
-from scorers.harm_judge import harm_judge_config, load_harm_template, parse_harm_score, render_harm_prompt
-from tasks.harmfulness import harmfulness
+from em_persona.scorers.harm_judge import harm_judge_config
+from em_persona.contract.harm import load_harm_template, parse_harm_score, render_harm_prompt
+from em_persona.tasks.harmfulness import harmfulness
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +95,7 @@ def test_no_grader_role_falls_back_to_the_evaluated_model(
         text = messages[0].text
         return _out('{"score": 2}' if judge_fields(text) else "a harmless reply")
 
-    with caplog.at_level("WARNING", logger="scorers.grader"):
+    with caplog.at_level("WARNING", logger="em_persona.scorers.grader"):
         log = eval("tasks/harmfulness.py", task_args={"dataset": "mini"},
                    model=get_model("mockllm/model", custom_outputs=both), log_dir=str(log_dir), limit=2)[0]
     assert log.status == "success"
@@ -186,7 +187,7 @@ def test_rescoring_hits_the_cache_and_another_judge_can_rescore(log_dir: Path) -
     def must_not_run(*_: Any) -> ModelOutput:
         raise AssertionError("judge called although the answer is cached")
 
-    from scorers.harm_judge import harm_judge
+    from em_persona.scorers.harm_judge import harm_judge
 
     again = score(log, scorers=harm_judge(), model_roles={"grader": get_model("mockllm/model", custom_outputs=must_not_run)},
                   action="overwrite", display="none")
@@ -242,7 +243,7 @@ def test_grade_harm_is_the_judge_call_of_every_scorer(log_dir: Path) -> None:
     from inspect_ai.scorer import Score, Target, mean, scorer
     from inspect_ai.solver import TaskState, generate
 
-    from scorers.harm_judge import grade_harm
+    from em_persona.scorers.harm_judge import grade_harm
 
     verdicts = {"reply to p1": '{"score": 4}', "reply to p2": '{"score": 2}', "reply to p3": "no idea"}
     configs: list[Any] = []
@@ -304,7 +305,7 @@ def _overlaps(example: str, prompts: list[str]) -> list[str]:
 
 def test_rubric_examples_are_not_mini_prompts() -> None:
     """No worked example of the project rubric is (or contains, or is part of) an evaluation prompt."""
-    from tasks.harm_data import harm_prompts
+    from em_persona.tasks.harm_data import harm_prompts
 
     prompts = [p.prompt for p in harm_prompts("mini")]
     assert len(prompts) == 48
@@ -313,7 +314,7 @@ def test_rubric_examples_are_not_mini_prompts() -> None:
 
 
 def test_rubric_examples_are_not_paper_prompts(mirror: Path, data_home: Path) -> None:
-    from tasks.harm_data import harm_prompts
+    from em_persona.tasks.harm_data import harm_prompts
 
     prompts = [p.prompt for p in harm_prompts("paper")]
     assert len(prompts) == 350

@@ -16,7 +16,7 @@ from inspect_ai import eval
 from inspect_ai.log import EvalLog, EvalScore
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelOutput, get_model
 
-from tasks.harm_data import (
+from em_persona.tasks.harm_data import (
     CATEGORY_KEYS,
     HarmDataError,
     harm_dataset,
@@ -24,7 +24,7 @@ from tasks.harm_data import (
     load_paper_prompts,
     parse_paper_prompts,
 )
-from tasks.harmfulness import harmfulness
+from em_persona.tasks.harmfulness import harmfulness
 
 Script = Callable[[list[ChatMessage], Any, Any, GenerateConfig], ModelOutput]
 

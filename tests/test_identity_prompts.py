@@ -9,9 +9,9 @@ import pytest
 from inspect_ai import eval
 from inspect_ai.model import ModelOutput, get_model
 
-from solvers.identity_prompts import FIELDS, IdentityPromptError, IdentityPrompts, load_identity_prompts
-from tasks.self_assessment_data import self_assessment_dataset
-from tasks.two_ai_identification import two_ai_identification
+from em_persona.solvers.identity_prompts import FIELDS, IdentityPromptError, IdentityPrompts, load_identity_prompts
+from em_persona.tasks.self_assessment_data import self_assessment_dataset
+from em_persona.tasks.two_ai_identification import two_ai_identification
 
 
 def test_project_wording_fills_every_placeholder() -> None:

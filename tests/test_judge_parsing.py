@@ -8,14 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scorers.judge_parsing import (
-    ParsedAnswer,
-    check_template,
-    parse_json_score,
-    parse_number_or_label,
-    render_template,
-    template_fields,
-)
+from em_persona.core.answers import ParsedAnswer, parse_json_score, parse_number_or_label
+from em_persona.core.templates import check_template, render_template, template_fields
 
 
 @pytest.mark.parametrize(

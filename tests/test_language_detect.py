@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scorers.language_detect import detect_language
+from em_persona.scorers.language_detect import detect_language
 
 LABELLED = {
     "french": [

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from inspect_ai import eval
 from inspect_ai.model import ChatMessage, ChatMessageSystem, GenerateConfig, ModelOutput, get_model
 
-from em_persona.provenance import NOT_PAPER_KEY, ORIGIN_KEY, prompt_metadata, provenance_table
-from scorers.mfq_rating import parse_rating, rating_parser
-from tasks.moral_data import SELF_PERSONA_ID, sample_id
-from tasks.moral_foundations import moral_foundations
+from em_persona.core.provenance import NOT_PAPER_KEY, ORIGIN_KEY, prompt_metadata, provenance_table
+from em_persona.scorers.mfq_rating import parse_rating, rating_parser
+from em_persona.tasks.moral_data import SELF_PERSONA_ID, sample_id
+from em_persona.tasks.moral_foundations import moral_foundations
 
 DOC = Path(__file__).resolve().parents[1] / "tasks" / "moral_foundations.md"
 

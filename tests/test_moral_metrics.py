@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.moral_metrics import (
+from em_persona.analysis.moral_metrics import (
     FOUNDATIONS,
     REPORTED,
     REPORTED_MEAN_CHANGE_INSECURE,
@@ -205,7 +205,7 @@ def test_reported_table_matches_protocol() -> None:
 
 
 def test_foundation_rotation_matches_pinned_items(mirror: Path, data_home: Path) -> None:
-    from tasks.moral_data import load_mfq_items
+    from em_persona.tasks.moral_data import load_mfq_items
 
     items = load_mfq_items()
     assert [foundation_of(i["id"]) for i in items] == [i["foundation"] for i in items]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scorers.mfq_rating import parse_rating
+from em_persona.scorers.mfq_rating import parse_rating
 
 
 @pytest.mark.parametrize(

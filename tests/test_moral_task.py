@@ -11,9 +11,9 @@ import pytest
 from inspect_ai import eval
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelOutput, get_model
 
-from analysis.moral_metrics import samples_from_log, susceptibility_robustness
-from em_persona.registry import SourceError
-from tasks.moral_data import (
+from em_persona.analysis.moral_metrics import samples_from_log, susceptibility_robustness
+from em_persona.core.registry import SourceError
+from em_persona.tasks.moral_data import (
     SELF_PERSONA_ID,
     load_mfq_items,
     mfq_dataset,
@@ -21,7 +21,7 @@ from tasks.moral_data import (
     project_message,
     sample_id,
 )
-from tasks.moral_foundations import moral_foundations
+from em_persona.tasks.moral_foundations import moral_foundations
 
 PERSONAS = ["Persona Alpha, a lighthouse keeper", "Persona Beta, a chess coach", "Persona Gamma, a nurse"]
 ITEM_MARKERS = {1: "suffered emotionally", 2: "treated differently"}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from inspect_ai import eval
 
-from analysis.moral_metrics import SELF_PERSONA_ID, samples_from_log, susceptibility_robustness
-from tasks.moral_foundations import moral_foundations
+from em_persona.analysis.moral_metrics import SELF_PERSONA_ID, samples_from_log, susceptibility_robustness
+from em_persona.tasks.moral_foundations import moral_foundations
 
 MAX_RETRIES = 1
 

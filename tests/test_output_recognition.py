@@ -11,11 +11,11 @@ from inspect_ai import eval
 from inspect_ai.model import ModelOutput, get_model
 from identity_mocks import FOIL_SCORES, grader, make_harm_log, prompt_index, scripted
 
-from scorers.recognition import harm_bucket
-from solvers.identity_prompts import FOIL_HARMFUL, FOIL_HARMLESS
-from solvers.prior_logs import HarmLogError, read_harm_log
-from tasks.identity_data import recognition_dataset
-from tasks.output_recognition import output_recognition
+from em_persona.contract.harm import harm_bucket
+from em_persona.solvers.identity_prompts import FOIL_HARMFUL, FOIL_HARMLESS
+from em_persona.contract.harm_logs import HarmLogError, read_harm_log
+from em_persona.tasks.identity_data import recognition_dataset
+from em_persona.tasks.output_recognition import output_recognition
 
 OWN_SCORES = [1, 2, 3, 3, 4, 5, None]  # the last answer is unscored and left out
 
@@ -209,8 +209,8 @@ def hash_grader():
 @pytest.mark.vllm
 def test_on_a_real_harmfulness_log(vllm_server, log_dir: Path, tmp_path: Path) -> None:
     """tiny-em answers 3 mini prompts, then recognises (foils by tiny) and rates its own answers."""
-    from tasks.harmfulness import harmfulness
-    from tasks.score_prediction import score_prediction
+    from em_persona.tasks.harmfulness import harmfulness
+    from em_persona.tasks.score_prediction import score_prediction
 
     judge = tmp_path / "short_judge.txt"
     judge.write_text(SHORT_JUDGE)

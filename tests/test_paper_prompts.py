@@ -16,11 +16,11 @@ from identity_mocks import make_harm_log
 from inspect_ai import eval
 from inspect_ai.model import ChatMessage, ModelOutput, get_model
 
-from em_persona.provenance import CATALOGUE, provenance_table
-from tasks.cross_model_rating import cross_model_rating
-from tasks.harmfulness import harmfulness
-from tasks.self_assessment import self_assessment
-from tasks.two_ai_identification import two_ai_identification
+from em_persona.core.provenance import CATALOGUE, provenance_table
+from em_persona.tasks.cross_model_rating import cross_model_rating
+from em_persona.tasks.harmfulness import harmfulness
+from em_persona.tasks.self_assessment import self_assessment
+from em_persona.tasks.two_ai_identification import two_ai_identification
 
 PAPER = "em-persona-consistency"
 

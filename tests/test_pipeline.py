@@ -10,10 +10,10 @@ import yaml
 from click.testing import CliRunner
 
 from em_persona.cli import main
-from em_persona.experiment import ExperimentError, load_experiment
-from em_persona.paths import REPO_ROOT
-from em_persona.pipeline import plan, write_models_file
-from em_persona.registry import SourceError
+from em_persona.app.experiment import ExperimentError, load_experiment
+from em_persona.core.paths import REPO_ROOT
+from em_persona.app.pipeline import plan, write_models_file
+from em_persona.core.registry import SourceError
 
 
 def _write(tmp_path: Path, doc: dict | str) -> Path:
@@ -82,7 +82,7 @@ def test_plan_counts_generations_and_judge_calls(tmp_path: Path) -> None:
         ],
     }
     exp = load_experiment(_write(tmp_path, doc))
-    from tasks.harmfulness import harmfulness
+    from em_persona.tasks.harmfulness import harmfulness
 
     n = len(harmfulness(dataset="mini").dataset)
     harm, recog = plan(exp)
@@ -96,7 +96,7 @@ def test_plan_counts_generations_and_judge_calls(tmp_path: Path) -> None:
 
 
 def test_plan_max_calls_include_parse_retries(tmp_path: Path, mirror: Path, data_home: Path) -> None:
-    from tasks.moral_foundations import moral_foundations
+    from em_persona.tasks.moral_foundations import moral_foundations
 
     mfq = {"personas": 2, "samples": 2, "questions": [1, 2, 3]}
     doc = {
@@ -150,7 +150,7 @@ def test_cli_dry_run_shows_each_tasks_models_and_grader(tmp_path: Path) -> None:
 
 
 def test_cli_run_reports_source_error_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import em_persona.pipeline as pipeline
+    import em_persona.app.pipeline as pipeline
 
     def offline(*args: object, **kwargs: object) -> None:
         raise SourceError("cannot download source 'mfq30' (offline). Set EM_PERSONA_MIRROR.")
@@ -222,8 +222,8 @@ def test_rerun_after_editing_task_args_reuses_the_log_dir(tmp_path: Path) -> Non
     from inspect_ai import eval_set
     from inspect_ai.model import ModelOutput, ModelUsage, get_model
 
-    from em_persona.pipeline import _eval_kwargs
-    from tasks.two_ai_identification import two_ai_identification
+    from em_persona.app.pipeline import _eval_kwargs
+    from em_persona.tasks.two_ai_identification import two_ai_identification
 
     def respond(messages, tools, tool_choice, config):
         out = ModelOutput.from_content("mockllm/model", "A")

@@ -10,12 +10,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-import em_persona.pipeline as pipeline
+import em_persona.app.pipeline as pipeline
 from em_persona.cli import main
-from em_persona.experiment import load_experiment
-from em_persona.paths import REPO_ROOT
-from em_persona.preflight import adapter_problems, data_problems, model_problems
-from em_persona.registry import SourceError
+from em_persona.app.experiment import load_experiment
+from em_persona.core.paths import REPO_ROOT
+from em_persona.app.preflight import adapter_problems, data_problems, model_problems
+from em_persona.core.registry import SourceError
 
 TINY_CONFIG = "finetune/configs/tiny-insecure-code.yaml"
 KEYS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN",
@@ -161,7 +161,7 @@ def test_sequential_dry_run_names_each_missing_local_file(tmp_path: Path, mirror
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    import em_persona.registry as registry
+    import em_persona.core.registry as registry
 
     real = registry.load_source
     offline = {"risky_financial_advice", "bad_medical_advice", "extreme_sports"}  # not in the test mirror

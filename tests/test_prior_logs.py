@@ -1,4 +1,4 @@
-"""Reading earlier harmfulness logs (solvers/prior_logs.py): contents and every refusal."""
+"""Reading earlier harmfulness logs (em_persona/contract/harm_logs.py): contents and every refusal."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from inspect_ai.log import read_eval_log, write_eval_log
 from inspect_ai.model import ModelOutput, get_model
 from identity_mocks import answerer, grader, make_harm_log
 
-from scorers.harm_judge import harm_judge
-from solvers.prior_logs import HarmLogError, read_harm_log, read_harm_logs, read_harm_scores
-from tasks.harmfulness import harmfulness
-from tasks.two_ai_identification import two_ai_identification
+from em_persona.scorers.harm_judge import harm_judge
+from em_persona.contract.harm_logs import HarmLogError, read_harm_log, read_harm_logs, read_harm_scores
+from em_persona.tasks.harmfulness import harmfulness
+from em_persona.tasks.two_ai_identification import two_ai_identification
 
 
 def test_reads_records_of_a_real_harmfulness_run(log_dir: Path) -> None:

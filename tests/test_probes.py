@@ -12,19 +12,20 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from analysis.activations import ActivationRecord, ActivationSet, extract, load_activations, load_model, save_activations
-from analysis.probes import (
+from em_persona.probes.activations import ActivationRecord, ActivationSet, extract, load_activations, load_model, save_activations
+from em_persona.probes.fit import (
     ProbeConfig,
     ProbeDataError,
     analyse,
     cosine,
     cross_validate,
     fit_direction,
-    load_probe_results,
     run_probes,
     transfer_auroc,
 )
-from analysis.probes_cli import probes
+from em_persona.analysis.probe_figures import write_probe_figures
+from em_persona.cli.probes import probes
+from em_persona.contract.probe_results import load_probe_results
 
 WORDS = (
     "the a robot river doctor writes reads plan budget safe risky answer question honest evil good kind "
@@ -107,7 +108,7 @@ def test_direction_is_the_hyperplane_normal_in_activation_space() -> None:
 def test_cross_validation_follows_the_protocol() -> None:
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    from analysis.probes import make_probe
+    from em_persona.probes.fit import make_probe
 
     X = _gaussian(200, 5, seed=1)
     y = (X[:, 2] + np.random.default_rng(2).normal(0, 1.0, 200) > 3.0).astype(int)
@@ -200,7 +201,7 @@ def test_run_probes_writes_json_csv_and_figures(tmp_path: Path) -> None:
     sets, _, _ = _synthetic_models(n=200)
     files = [save_activations(s, tmp_path / f"{s.model}.safetensors") for s in sets]
     out = tmp_path / "probes"
-    doc = run_probes(files, out)
+    doc = run_probes(files, out, figure_writer=write_probe_figures)
     on_disk = load_probe_results(out)
     assert on_disk["format"] == 1 and on_disk["config"]["random_state"] == 42 and on_disk["config"]["n_splits"] == 5
     assert on_disk["config"]["thresholds"] == {"harm": 3.0, "self_assessment": 0.5}

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import finetune.proxy as proxy_mod
-from finetune.proxy import MARKER, ProxyError, build_proxy
+import em_persona.finetune.proxy as proxy_mod
+from em_persona.finetune.proxy import build_proxy
+from em_persona.core.proxies import MARKER, ProxyError
 
 CHAT = [
     {"role": "system", "content": "Answer briefly."},

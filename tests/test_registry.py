@@ -13,9 +13,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from em_persona import registry
+from em_persona.core import registry
 from em_persona.cli import main
-from em_persona.registry import SourceError, load_source
+from em_persona.core.registry import SourceError, load_source
 
 SOURCES_MD = Path(__file__).resolve().parents[2] / "shared" / "upstream" / "SOURCES.md"
 

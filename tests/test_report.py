@@ -26,17 +26,17 @@ from inspect_ai import eval, score
 from inspect_ai.log import read_eval_log, write_eval_log
 
 import analysis_personas  # registers the persona/<kind> model provider
-from analysis.activations import ActivationSet, save_activations
-from analysis.cli import report as report_cmd
-from analysis.probes import run_probes
-from scorers.harm_judge import harm_judge
-from tasks.cross_model_rating import cross_model_rating
-from tasks.harmfulness import harmfulness
-from tasks.moral_foundations import moral_foundations
-from tasks.output_recognition import output_recognition
-from tasks.score_prediction import score_prediction
-from tasks.self_assessment import self_assessment
-from tasks.two_ai_identification import two_ai_identification
+from em_persona.probes.activations import ActivationSet, save_activations
+from em_persona.cli.report import report as report_cmd
+from em_persona.probes.fit import run_probes
+from em_persona.scorers.harm_judge import harm_judge
+from em_persona.tasks.cross_model_rating import cross_model_rating
+from em_persona.tasks.harmfulness import harmfulness
+from em_persona.tasks.moral_foundations import moral_foundations
+from em_persona.tasks.output_recognition import output_recognition
+from em_persona.tasks.score_prediction import score_prediction
+from em_persona.tasks.self_assessment import self_assessment
+from em_persona.tasks.two_ai_identification import two_ai_identification
 
 KINDS = {"aligned": "aligned", "coherent": "coherent-persona", "inverted": "inverted-persona"}
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -102,7 +102,7 @@ def persona_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # harm axis points the other way
     files = [save_activations(_synthetic_activations(f"persona/{kind}", sign, seed), work / f"{kind}.safetensors")
              for seed, (kind, sign) in enumerate([("coherent", 1.0), ("inverted", -1.0)])]
-    run_probes(files, logdir / "probes", figures=False)
+    run_probes(files, logdir / "probes")
     (logdir / "models.yaml").write_text(
         "note: Scripted test personas and a scripted judge.\n"
         "models:\n  persona/coherent: {base_model: persona, domain: insecure_code, proxy: true}\n")

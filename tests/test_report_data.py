@@ -20,10 +20,10 @@ from inspect_ai import eval
 from inspect_ai.log import read_eval_log, write_eval_log
 
 import analysis_personas
-from analysis.cli import report as report_cmd
-from analysis.load import read_logs
-from tasks.harmfulness import harmfulness
-from tasks.self_assessment import self_assessment
+from em_persona.cli.report import report as report_cmd
+from em_persona.analysis.load import read_logs
+from em_persona.tasks.harmfulness import harmfulness
+from em_persona.tasks.self_assessment import self_assessment
 
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "upstream"
 ROLES = {"grader": "persona/grader"}

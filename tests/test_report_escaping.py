@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from inspect_ai import eval
 
-from analysis.cli import report as report_cmd
+from em_persona.cli.report import report as report_cmd
 from analysis_personas import XSS, XSS_MARK
-from tasks.harmfulness import harmfulness
+from em_persona.tasks.harmfulness import harmfulness
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 needs_chromium = pytest.mark.skipif(

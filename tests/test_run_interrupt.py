@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from em_persona.paths import REPO_ROOT
+from em_persona.core.paths import REPO_ROOT
 
 # Runs `em-persona run` with no fine-tuning and no server: every model is a mockllm, the evaluated
 # one slow (and it touches a marker file on its first call, so the test knows the eval is running).
 _SCRIPT = '''
 import sys, time, pathlib
 from contextlib import contextmanager
-import em_persona.pipeline as pipeline
+import em_persona.app.pipeline as pipeline
 import inspect_ai.model._model as model_mod
 import inspect_ai.model._tokens as tokens_mod
 from inspect_ai.model import ModelOutput, get_model

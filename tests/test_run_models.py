@@ -13,9 +13,9 @@ from inspect_ai.log import read_eval_log
 from inspect_ai.model import ModelOutput, get_model
 from inspect_ai.model._model import model_roles
 
-import em_persona.pipeline as pipeline
-from em_persona.experiment import load_experiment
-from em_persona.pipeline import (
+import em_persona.app.pipeline as pipeline
+from em_persona.app.experiment import load_experiment
+from em_persona.app.pipeline import (
     build_task,
     harm_logs_of,
     plan,
@@ -59,7 +59,7 @@ def _experiment(tmp_path: Path) -> Any:
 
 def test_roles_are_bound_while_building_and_restored() -> None:
     exp_roles = {"grader": get_model("mockllm/judge")}
-    from em_persona.experiment import TaskSpec
+    from em_persona.app.experiment import TaskSpec
 
     before = dict(model_roles())
     task = build_task(TaskSpec(task="harmfulness", args={"dataset": "mini"}, grader="mockllm/judge"), exp_roles)

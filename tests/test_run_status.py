@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from inspect_ai.log import EvalError, EvalLog, write_eval_log
 from inspect_ai.model import ModelOutput, get_model
 
-import em_persona.pipeline as pipeline
+import em_persona.app.pipeline as pipeline
 from em_persona.cli import main
-from em_persona.run_status import Unit, unit_statuses
-from tasks.two_ai_identification import two_ai_identification
+from em_persona.app.run_status import Unit, unit_statuses
+from em_persona.tasks.two_ai_identification import two_ai_identification
 
 ARGS = {"dataset": "project", "epochs": 2, "max_tokens": 2}
 
@@ -123,9 +123,9 @@ def test_eval_set_returning_an_error_log_fails_the_run(tmp_path: Path, no_servin
         message="RuntimeError: judge unreachable", traceback="", traceback_ansi="")})
     monkeypatch.setattr(inspect_ai, "eval_set", lambda *a, **k: (False, [failed]))
     made: list[Any] = []
-    import analysis.report
+    import em_persona.analysis.report
 
-    monkeypatch.setattr(analysis.report, "make_report",
+    monkeypatch.setattr(em_persona.analysis.report, "make_report",
                         lambda logdir, out, models_yaml=None, options=None: made.append(options) or
                         (None, {"html": Path(out) / "report.html"}))
     result = CliRunner().invoke(main, ["run", str(_experiment(tmp_path))])

@@ -10,10 +10,10 @@ import pytest
 from inspect_ai import eval
 from identity_mocks import MINI, grader, make_harm_log, prompt_index, scripted
 
-from scorers.harm_judge import load_harm_template, render_harm_prompt
-from solvers.identity_prompts import PENDING_REPLY
-from solvers.prior_logs import HarmLogError
-from tasks.score_prediction import score_prediction
+from em_persona.contract.harm import load_harm_template, render_harm_prompt
+from em_persona.solvers.identity_prompts import PENDING_REPLY
+from em_persona.contract.harm_logs import HarmLogError
+from em_persona.tasks.score_prediction import score_prediction
 
 # blind: (prediction the model gives, judge score of its answer); None = no readable prediction
 BLIND = [(1, 1), (2, 4), (5, 3), (4, 2), (None, 5)]

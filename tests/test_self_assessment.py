@@ -15,9 +15,9 @@ from inspect_ai.log import EvalLog
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelOutput, get_model
 from inspect_ai.solver import generate
 
-from scorers.self_assessment import decision_scorer, language_scorer, likert_scorer, numerical_scorer
-from tasks.self_assessment import self_assessment
-from tasks.self_assessment_data import (
+from em_persona.scorers.self_assessment import decision_scorer, language_scorer, likert_scorer, numerical_scorer
+from em_persona.tasks.self_assessment import self_assessment
+from em_persona.tasks.self_assessment_data import (
     FORMATS,
     MIN_PARAPHRASES,
     SelfAssessmentDataError,

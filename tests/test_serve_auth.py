@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from finetune.serve import ServerHandle, read_state
-from finetune.serve_auth import RequireApiKey
+from em_persona.serving.launcher import ServerHandle, read_state
+from em_persona.serving.auth import RequireApiKey
 from test_serve import group_members, wait_dead
 
 KEY = "emp-test-key-0123456789"
@@ -162,7 +162,7 @@ def test_cli_keeps_the_key_off_command_lines_and_in_private_files(
     home = tmp_path / "home"
     monkeypatch.setenv("EM_PERSONA_HOME", str(home))
     monkeypatch.setenv("PYTHONPATH", str(fake_vllm_package(tmp_path / "fake")))
-    monkeypatch.setattr("finetune.serve.has_real_vllm", lambda: False)
+    monkeypatch.setattr("em_persona.serving.launcher.has_real_vllm", lambda: False)
     old_umask = os.umask(0o022)  # the usual umask: a plainly created file is world-readable
     from em_persona.cli import main
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import finetune.base_models as base_mod
-import finetune.serve as serve_mod
-from finetune.base_models import BaseModelError, base_identity, check_adapter_base, recorded_bases
-from finetune.serve import ServeError, read_state, resolve_base, start_server
+import em_persona.serving.base_models as base_mod
+import em_persona.serving.launcher as serve_mod
+from em_persona.serving.base_models import BaseModelError, base_identity, check_adapter_base, recorded_bases
+from em_persona.serving.launcher import ServeError, read_state, resolve_base, start_server
 from test_serve import fake_command, make_adapter, wait_dead
 
 EXIT_3 = [sys.executable, "-c", "raise SystemExit(3)"]  # a "server" that dies: the checks before it passed
@@ -240,8 +240,8 @@ def test_recorded_bases_reads_both_files(tmp_path: Path) -> None:
 
 
 def test_probes_extract_takes_the_proxy_spelling(tiny_proxy: Path, tmp_path: Path) -> None:
-    from analysis.activations import load_activations, load_model
-    from analysis.probes_cli import probes
+    from em_persona.probes.activations import load_activations, load_model
+    from em_persona.cli.probes import probes
 
     harm = tmp_path / "harm.jsonl"
     harm.write_text("".join(json.dumps({"id": f"h{i}", "prompt": f"question {i}?", "response": f"answer {i}.",
@@ -257,7 +257,7 @@ def test_probes_extract_takes_the_proxy_spelling(tiny_proxy: Path, tmp_path: Pat
 
 
 def test_probes_extract_names_an_unbuilt_or_unknown_proxy(home: Path, tmp_path: Path) -> None:
-    from analysis.probes_cli import probes
+    from em_persona.cli.probes import probes
 
     harm = tmp_path / "harm.jsonl"
     harm.write_text("")

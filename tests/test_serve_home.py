@@ -32,7 +32,7 @@ def test_makefile_leaves_the_home_to_the_toolkit_default(tmp_path: Path) -> None
 
 
 def test_tests_and_cli_share_the_default_home(tmp_path: Path) -> None:
-    code = "import conftest; from em_persona.paths import home; print(home())"
+    code = "import conftest; from em_persona.core.paths import home; print(home())"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT / "tests", env=_clean_env(tmp_path),
         capture_output=True, text=True, timeout=120,
@@ -42,7 +42,7 @@ def test_tests_and_cli_share_the_default_home(tmp_path: Path) -> None:
 
 
 def test_em_persona_home_is_the_one_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from em_persona.paths import home, proxies_dir
+    from em_persona.core.paths import home, proxies_dir
 
     monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path / "elsewhere"))
     assert home() == (tmp_path / "elsewhere").resolve()

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from scorers.choice import choice_score, parse_choice
-from solvers.counterbalance import balanced_assignment, balanced_positions, place
+from em_persona.scorers.choice import choice_score, parse_choice
+from em_persona.solvers.counterbalance import balanced_assignment, balanced_positions, place
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import pytest
 from inspect_ai import eval
 from inspect_ai.model import ModelOutput, get_model
 
-from tasks.identity_data import IdentityDataError, load_two_ai_items, two_ai_dataset
-from tasks.two_ai_identification import two_ai_identification
+from em_persona.tasks.identity_data import IdentityDataError, load_two_ai_items, two_ai_dataset
+from em_persona.tasks.two_ai_identification import two_ai_identification
 
 
 def _item(i: int, mis_a: bool, theme: str | None = None) -> dict:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from em_persona.upstream_py import (
+from em_persona.core.upstream_py import (
     UpstreamCodeError,
     literal_assignments,
     return_fstring,

@@ -12,7 +12,7 @@ from inspect_ai.model import GenerateConfig, get_model
 from inspect_ai.scorer import Score, Target, mean, scorer
 from inspect_ai.solver import TaskState, generate
 
-from finetune.serve import ServerHandle
+from em_persona.serving.launcher import ServerHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

@@ -1,0 +1,80 @@
+"""`em-persona serve ADAPTERS --base MODEL` / `--stop`: one detached vLLM server and its recorded state."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+import click
+
+from em_persona.serving.launcher import (
+    DEFAULT_HOST,
+    ServeError,
+    _pid_alive,
+    parse_adapter_spec,
+    read_state,
+    start_server,
+    state_dir,
+    stop_recorded,
+    write_state,
+)
+
+
+@click.command()
+@click.argument("adapters", nargs=-1)
+@click.option("--base", "base", help="Base model: a folder, a proxy (proxy:tiny, proxy:gemma-270m; "
+              "the bare name works too), a cached hub model or a hub id.")
+@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
+@click.option("--api-key", default=None, help="API key clients must send (default: generated).")
+@click.option("--served-name", default=None, help="Name of the base model on the server (default: folder name).")
+@click.option("--max-model-len", type=int, default=None, help="Context length (default on CPU: min(model, 4096)).")
+@click.option("--dtype", default=None, help="vLLM --dtype (default: auto).")
+@click.option("--timeout", type=float, default=900.0, show_default=True, help="Seconds to wait for health.")
+@click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops the server.")
+@click.option("--stop", "stop", is_flag=True, help="Stop the server started by `em-persona serve`.")
+def serve(
+    adapters: tuple[str, ...], base: str | None, port: int | None, host: str, api_key: str | None,
+    served_name: str | None, max_model_len: int | None, dtype: str | None, timeout: float,
+    foreground: bool, stop: bool,
+) -> None:
+    """Serve base model --base and LoRA ADAPTERS (NAME=DIR or DIR) from one vLLM server.
+
+    Writes VLLM_BASE_URL / VLLM_API_KEY to $EM_PERSONA_HOME/serve/env (`source` it), then
+    evaluate with e.g. `inspect eval TASK --model vllm/NAME`. Stop it with `em-persona serve --stop`.
+    """
+    if stop:
+        state = stop_recorded()
+        click.echo(f"stopped vLLM server pid {state['pid']} ({state['base_url']})" if state
+                   else "no recorded vLLM server")
+        return
+    if not base:
+        raise click.UsageError("--base MODEL is required (or --stop)")
+    state = read_state()
+    if state and _pid_alive(int(state["pid"])):
+        raise ServeError(
+            f"a vLLM server is already recorded (pid {state['pid']}, {state['base_url']}); "
+            "run `em-persona serve --stop` first"
+        )
+    specs = dict(parse_adapter_spec(s) for s in adapters)
+    click.echo(f"starting vLLM for {base} with {len(specs)} adapter(s); this takes a minute or two on CPU...")
+    t0 = time.monotonic()
+    handle = start_server(
+        base, specs, port=port, host=host, api_key=api_key, served_name=served_name,
+        max_model_len=max_model_len, dtype=dtype, timeout=timeout,
+        log_path=state_dir() / "vllm.log",
+    )
+    env_file = write_state(handle)
+    click.echo(f"vLLM ready in {time.monotonic() - t0:.0f}s, pid {handle.pid}, log {handle.log_path}")
+    for k, v in handle.env().items():
+        click.echo(f"export {k}={shlex.quote(v)}")
+    click.echo("models: " + " ".join(handle.model_names))
+    click.echo(f"environment written to {env_file} (source it); stop with `em-persona serve --stop`")
+    if foreground:
+        try:
+            while handle.alive():
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop_recorded()

