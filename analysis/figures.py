@@ -89,6 +89,32 @@ def harm_bars(per_model: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def headline_bars(per_model: pd.DataFrame, columns: list[str], title: str) -> plt.Figure | None:
+    """A task's headline numbers per model, one bar per column, with 95% CIs where it has them
+    (the figure of a task that has no figure of its own)."""
+    _style()
+    columns = [c for c in columns if c in per_model and per_model[c].notna().any()]
+    if not columns:
+        return None
+    data = per_model.dropna(subset=columns, how="all")
+    models = list(data.index)
+    width = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(models) + 2), 4))
+    x = np.arange(len(models))
+    for j, col in enumerate(columns):
+        values = data[col].astype(float)
+        has = values.notna().to_numpy()
+        lo = data[f"{col}_lo"] if f"{col}_lo" in data else values
+        hi = data[f"{col}_hi"] if f"{col}_hi" in data else values
+        pos = x + (j - (len(columns) - 1) / 2) * width
+        ax.bar(pos[has], values[has], width=width, label=col,
+               yerr=_err(values[has], lo[has].astype(float), hi[has].astype(float)), capsize=3)
+    ax.set_xticks(x, [_short(m) for m in models], rotation=30)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
 def em_misaligned_bars(em: pd.DataFrame) -> plt.Figure | None:
     """EM questions: misaligned-answer rate per model, one bar per question set, with 95% CIs."""
     _style()
@@ -281,7 +307,8 @@ def mfq_s_vs_r(moral: pd.DataFrame, out_dir: Path) -> Path | None:
     _style()
     if moral is None or moral.empty or "S" not in moral or moral["S"].dropna().empty:
         return None
-    from em_persona.analysis import moral_figures, moral_metrics
+    from em_persona.analysis import moral_figures
+    from em_persona.tasks import moral_metrics
 
     source = moral["source"] if "source" in moral else pd.Series("this run", index=moral.index)
     own = moral[source != "published"].reset_index(drop=True)

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from em_persona.analysis.moral_metrics import FOUNDATIONS, REFERENCE_S_BAND  # noqa: E402
+from em_persona.tasks.moral_metrics import FOUNDATIONS, REFERENCE_S_BAND  # noqa: E402
 
 
 def _save(fig: plt.Figure, out: str | Path) -> list[Path]:

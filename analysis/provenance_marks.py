@@ -2,7 +2,7 @@
 
 Each task records in its log header (`eval.metadata`) the prompts it sent (em_persona.provenance:
 `prompt_origin`, `prompts_not_paper`) and who judged (scorers.grader: `self_judged`);
-analysis.load copies them into the logs table, and takes `self_judged` from the scores'
+analysis.logs copies them into the logs table, and takes `self_judged` from the scores'
 `judge_model` where a task records one per answer (the judge that actually scored). This module
 turns the used logs into one mark per model and measurement, and per headline metric.
 Logs written before these keys existed are marked "unknown", never guessed.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from em_persona.analysis.load import NO_JUDGE, UNKNOWN
+from em_persona.analysis.logs import NO_JUDGE, UNKNOWN
 
 # metric name prefix -> (task, {log column: value} that selects the logs behind it); first match wins
 METRIC_SOURCES: tuple[tuple[str, str, dict[str, str]], ...] = (

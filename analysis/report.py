@@ -32,29 +32,23 @@ import markupsafe
 import pandas as pd
 
 from em_persona.analysis import figures as figs
-from em_persona.analysis import load, provenance_marks, statistics, taxonomy
-from em_persona.analysis.load import AggregateOptions
+from em_persona.analysis import logs as log_reader
+from em_persona.analysis import provenance_marks, statistics, taxonomy
+from em_persona.analysis.models_info import models_info
+from em_persona.analysis.tables import (
+    SampleTables,
+    Tables,
+    column_docs,
+    headline_metrics,
+    is_missing,
+    per_model_table,
+)
+from em_persona.contract.declarations import AggregateOptions
 from em_persona.core.errors import EmPersonaError
+from em_persona.tasks import harm_results
+from em_persona.tasks.registry import specs
 
 TEMPLATES = Path(__file__).with_name("templates")
-
-HEADLINE_METRICS: tuple[str, ...] = (
-    "harm_single", "harm_bon", "em_misaligned_*", "sa_overall", "sa_paper", "two_ai", "recog_low", "recog_moderate",
-    "recog_high", "pred_blind_error", "pred_shown_error", "xrate_own_error", "xrate_other_error",
-)
-"""Per-model columns in the headline table (`*`: every column with that prefix, e.g. one per EM question set)."""
-
-EXPERIMENTS: dict[str, str] = {
-    "harm": "harmfulness",
-    "em": "em_questions",
-    "self_assessment": "self_assessment",
-    "two_ai": "two_ai_identification",
-    "recognition": "output_recognition",
-    "score_prediction": "score_prediction",
-    "cross_rating": "cross_model_rating",
-    "moral": "moral_foundations",
-}
-
 
 @dataclass
 class ReportOptions:
@@ -93,7 +87,7 @@ class Report:
     judge_agreement: pd.DataFrame
     headline: pd.DataFrame
     coverage: pd.DataFrame
-    tables: load.Tables
+    tables: Tables
     logs: pd.DataFrame
     banner: str | None
     marks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=provenance_marks.MARK_COLUMNS))
@@ -159,7 +153,7 @@ def find_probes(logdir: Path, probes_dir: Path | None) -> ProbeTables | None:
         if not (Path(probes_dir) / "probes.json").is_file():
             raise FileNotFoundError(f"{probes_dir}: no probes.json here (write it with `em-persona probes fit`)")
         return probe_tables(Path(probes_dir))
-    default = Path(logdir) / load.PROBES_DIR
+    default = Path(logdir) / log_reader.PROBES_DIR
     return probe_tables(default) if (default / "probes.json").is_file() else None
 
 
@@ -177,7 +171,7 @@ MFQ_COLUMNS = ["source", "model", "mfq_S", "mfq_R", "mfq_S_se", "mfq_R_se", "mfq
 
 def example_answers(answers: pd.DataFrame) -> pd.DataFrame:
     """Per model, the most harmful answer of its harmfulness logs (ties: first by log, sample, epoch),
-    cut to load.EXAMPLE_CHARS characters. Columns: EXAMPLE_COLUMNS."""
+    as cut by the harmfulness task. Columns: EXAMPLE_COLUMNS."""
     if answers.empty:
         return pd.DataFrame(columns=EXAMPLE_COLUMNS)
     data = answers.assign(harm_score=pd.to_numeric(answers["harm_score"], errors="coerce"))
@@ -193,12 +187,13 @@ def mfq_table(own: pd.DataFrame, reference_dir: Path | None, opts: AggregateOpti
     column ("this run" / "published"). Columns: MFQ_COLUMNS."""
     parts = [own.assign(source="this run")] if not own.empty else []
     if reference_dir is not None:
-        from em_persona.analysis import moral_metrics
+        from em_persona.tasks import moral_metrics, moral_results
 
         ref = moral_metrics.read_reference_runs(Path(reference_dir))
         if ref.empty:
             raise ReportError(f"{reference_dir}: the published MFQ runs hold no parsed rating")
-        parts.append(load.moral_metrics_table(ref, opts).reset_index().assign(source="published"))
+        published = moral_results.metrics({"moral": ref}, opts).per_model
+        parts.append(published.reset_index().assign(source="published"))
     if not parts:
         return pd.DataFrame(columns=MFQ_COLUMNS)
     table = pd.concat(parts, ignore_index=True)
@@ -208,10 +203,26 @@ def mfq_table(own: pd.DataFrame, reference_dir: Path | None, opts: AggregateOpti
     return table.reindex(columns=MFQ_COLUMNS).reset_index(drop=True)
 
 
-def headline_metrics(per_model: pd.DataFrame) -> list[str]:
-    """HEADLINE_METRICS with every `prefix*` expanded to the matching columns (sorted)."""
+def task_figure(name: str) -> str:
+    """The figure the report draws for task `name` when the task has none of its own."""
+    return f"{name}_headline"
+
+
+def figure_titles() -> dict[str, str]:
+    """Every figure the report can show, with its title: analysis.figures' own, then one per task
+    that has none of its own."""
+    titles = dict(figs.FIGURES)
+    for name, spec in specs().items():
+        if not spec.figures:
+            titles[task_figure(name)] = f"{name}: headline numbers per model (95% CIs where computed)"
+    return titles
+
+
+def headline_columns(per_model: pd.DataFrame, metrics: tuple[str, ...] | None = None) -> list[str]:
+    """Headline metrics (default: every task's, from their declarations), every `prefix*` expanded
+    to the matching columns (sorted)."""
     out: list[str] = []
-    for metric in HEADLINE_METRICS:
+    for metric in headline_metrics() if metrics is None else metrics:
         if metric.endswith("*"):
             prefix = metric[:-1]
             out += sorted(c for c in per_model.columns
@@ -224,7 +235,7 @@ def headline_metrics(per_model: pd.DataFrame) -> list[str]:
 def check_logs(logs: pd.DataFrame, logdir: Path, strict: bool) -> None:
     """Raise ReportError when no log is usable, or (strict) when any is unusable; the message names
     every unusable log and why."""
-    lost = load.unusable_logs(logs)
+    lost = log_reader.unusable_logs(logs)
     listing = "".join(f"\n  {row.log}: {row.note}" for row in lost.itertuples())
     if not logs["used"].astype(bool).any():
         what = f"{len(logs)} file(s) listed, none usable" if len(logs) else "no Inspect log found"
@@ -233,16 +244,17 @@ def check_logs(logs: pd.DataFrame, logdir: Path, strict: bool) -> None:
         raise ReportError(f"{logdir}: {len(lost)} unusable log(s) (--strict){listing}")
 
 
-def coverage_table(samples: load.SampleTables, models: list[str]) -> pd.DataFrame:
-    """Samples per model and experiment (0 = missing)."""
+def coverage_table(samples: SampleTables, models: list[str]) -> pd.DataFrame:
+    """Samples per model and experiment (0 = missing): the rows of each task's first table."""
+    first = {name: next(iter(spec.tables)) for name, spec in specs().items()}
     rows = []
     for model in models:
         row: dict[str, object] = {"model": model}
-        for attr, name in EXPERIMENTS.items():
-            df = getattr(samples, attr)
+        for name, table in first.items():
+            df = samples[table]
             row[name] = int((df["model"] == model).sum()) if not df.empty else 0
         rows.append(row)
-    return pd.DataFrame(rows, columns=["model", *EXPERIMENTS.values()])
+    return pd.DataFrame(rows, columns=["model", *first])
 
 
 def banner_text(models_info: pd.DataFrame, note: str | None, extra: str | None) -> str | None:
@@ -262,10 +274,10 @@ def build(logdir: Path, models_yaml: Path | None = None, options: ReportOptions 
     """Read the logs and compute every table (no files written); ReportError when no log is usable
     (or, with `options.strict`, when any is unusable)."""
     probe_results = find_probes(Path(logdir), options.probes_dir)
-    samples, logs = load.read_logs(logdir)
+    samples, logs = log_reader.read_logs(logdir)
     check_logs(logs, Path(logdir), options.strict)
-    info, note = load.models_info(samples.models(), logdir=logdir, models_yaml=models_yaml)
-    tables = load.per_model_table(samples, info, options.aggregate)
+    info, note = models_info(samples.models(), logdir=logdir, models_yaml=models_yaml)
+    tables = per_model_table(samples, info, options.aggregate)
     per_model = tables.per_model
     sa_set = options.self_assessment_set
     tax = taxonomy.classify_table(per_model, options.thresholds, sa_set)
@@ -274,16 +286,16 @@ def build(logdir: Path, models_yaml: Path | None = None, options: ReportOptions 
     sens, sens_long = taxonomy.sensitivity(per_model, options.grid, options.thresholds, sa_set)
     corr = statistics.correlations(per_model, seed=options.aggregate.seed)
     assoc_table, assoc = statistics.association(tax)
-    agreement = statistics.judge_agreement(samples.harm, options.aggregate.harm_score_threshold,
+    agreement = statistics.judge_agreement(tables["harm"], options.aggregate.harm_score_threshold,
                                            seed=options.aggregate.seed)
-    head = provenance_marks.add_marks(statistics.headline(per_model, headline_metrics(per_model)), logs)
+    head = provenance_marks.add_marks(statistics.headline(per_model, headline_columns(per_model)), logs)
     return Report(
         per_model=per_model, taxonomy=tax, sensitivity=sens, sensitivity_grid=sens_long, correlations=corr,
         association_table=assoc_table, association=assoc, judge_agreement=agreement, headline=head,
         coverage=coverage_table(samples, list(per_model.index)), tables=tables, logs=logs,
         banner=banner_text(info, note, options.proxy_note), probes=probe_results,
-        marks=provenance_marks.marks_table(logs), examples=example_answers(samples.answers),
-        mfq=mfq_table(tables.moral, options.reference_mfq, options.aggregate), self_assessment_set=sa_set,
+        marks=provenance_marks.marks_table(logs), examples=example_answers(tables["answers"]),
+        mfq=mfq_table(tables["moral"], options.reference_mfq, options.aggregate), self_assessment_set=sa_set,
     )
 
 
@@ -291,14 +303,19 @@ def _figures(report: Report, out: Path) -> None:
     sa_column = taxonomy.SELF_ASSESSMENT_SETS[report.self_assessment_set][0]
     makers = {
         "harm_bars": lambda: figs.harm_bars(report.per_model),
-        "em_misaligned_bars": lambda: figs.em_misaligned_bars(report.tables.em_questions),
+        "em_misaligned_bars": lambda: figs.em_misaligned_bars(report.tables["em_questions"]),
         "harm_vs_self_assessment": lambda: figs.harm_vs_self_assessment(report.per_model, report.taxonomy, sa_column),
         "two_ai_bars": lambda: figs.two_ai_bars(report.per_model),
-        "recognition_by_bucket": lambda: figs.recognition_by_bucket(report.tables.recognition),
-        "prediction_error_by_score": lambda: figs.prediction_error_by_score(report.tables.score_prediction),
+        "recognition_by_bucket": lambda: figs.recognition_by_bucket(report.tables["recognition"]),
+        "prediction_error_by_score": lambda: figs.prediction_error_by_score(report.tables["score_prediction"]),
         "cross_rating_bars": lambda: figs.cross_rating_bars(report.per_model),
-        "self_assessment_heatmap": lambda: figs.self_assessment_heatmap(report.tables.self_assessment_cells),
+        "self_assessment_heatmap": lambda: figs.self_assessment_heatmap(report.tables["self_assessment_cells"]),
     }
+    for name, spec in specs().items():  # a task without a figure of its own: its headline numbers
+        if not spec.figures:
+            columns = headline_columns(report.per_model, spec.headline)
+            makers[task_figure(name)] = lambda c=columns, n=name: figs.headline_bars(
+                report.per_model, c, f"{n}: headline numbers")
     for name, make in makers.items():
         fig = make()
         if fig is None:
@@ -392,12 +409,12 @@ def csv_tables(report: Report) -> dict[str, pd.DataFrame]:
         "judge_agreement": report.judge_agreement,
         "headline": report.headline,
         "coverage": report.coverage,
-        "self_assessment_cells": report.tables.self_assessment_cells,
-        "recognition": report.tables.recognition,
-        "score_prediction": report.tables.score_prediction,
-        "cross_rating": report.tables.cross_rating,
+        "self_assessment_cells": report.tables["self_assessment_cells"],
+        "recognition": report.tables["recognition"],
+        "score_prediction": report.tables["score_prediction"],
+        "cross_rating": report.tables["cross_rating"],
         "mfq": report.mfq,
-        "em_questions": report.tables.em_questions,
+        "em_questions": report.tables["em_questions"],
         "example_answers": report.examples,
         "provenance": report.marks,
         "logs": report.logs,
@@ -428,7 +445,7 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
     for name, df in tables.items():
         _atomic_write(out / "tables" / f"{name}.csv", df.to_csv(index=False, lineterminator="\n"))
     figure_entries = []
-    for name, title in figs.FIGURES.items():
+    for name, title in figure_titles().items():
         if name in report.figures:
             png = report.figures[name]
             src = _figure_src(png, options.embed_figures)
@@ -457,14 +474,14 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
     examples = report.examples.assign(harm_score=report.examples["harm_score"].map(_fmt))
     context = {
         "banner": report.banner,
-        "data_loss": load.data_loss(report.logs),
-        "n_unusable": len(load.unusable_logs(report.logs)),
+        "data_loss": log_reader.data_loss(report.logs),
+        "n_unusable": len(log_reader.unusable_logs(report.logs)),
         "self_assessment_set": report.self_assessment_set,
         "self_assessment_set_text": taxonomy.SELF_ASSESSMENT_SETS[report.self_assessment_set][1],
         "provenance_legend": provenance_marks.LEGEND,
         "association_text": association_text(report.association),
         "example_rows": examples.to_dict("records"),
-        "example_chars": load.EXAMPLE_CHARS,
+        "example_chars": harm_results.EXAMPLE_CHARS,
         "has_published_mfq": bool((report.mfq["source"] == "published").any()),
         "probes": probes_context,
         "thresholds": options.thresholds.as_dict(),
@@ -476,19 +493,19 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
                            "sa_paper_text": _fmt(row["sa_paper"]) or "not run"}
                           for row in report.taxonomy.to_dict("records")],
         "figures": figure_entries,
-        "columns": load.PER_MODEL_COLUMNS,
+        "columns": column_docs(),
         "csv_names": sorted(tables),
-        "missing_experiments": [name for name in EXPERIMENTS.values()
+        "missing_experiments": [name for name in specs()
                                 if name not in report.coverage or int(report.coverage[name].sum()) == 0],
     }
     sections = {
         "taxonomy": report.taxonomy, "sensitivity": report.sensitivity, "headline": report.headline,
         "correlations": report.correlations, "association_table": report.association_table.reset_index(),
         "judge_agreement": report.judge_agreement, "per_model": report.per_model.reset_index(),
-        "coverage": report.coverage, "recognition": report.tables.recognition,
-        "score_prediction": report.tables.score_prediction, "cross_rating": report.tables.cross_rating,
-        "self_assessment_cells": report.tables.self_assessment_cells, "logs": report.logs,
-        "em_questions": report.tables.em_questions, "provenance": report.marks, "mfq": report.mfq,
+        "coverage": report.coverage, "recognition": report.tables["recognition"],
+        "score_prediction": report.tables["score_prediction"], "cross_rating": report.tables["cross_rating"],
+        "self_assessment_cells": report.tables["self_assessment_cells"], "logs": report.logs,
+        "em_questions": report.tables["em_questions"], "provenance": report.marks, "mfq": report.mfq,
         "example_answers": report.examples,
     }
     if report.probes is not None:
@@ -518,9 +535,9 @@ def association_text(result: dict[str, object]) -> str:
     name = "odds ratio" if result["test"] == "fisher-exact" else "statistic"
     statistic = _fmt(result["statistic"]) or "undefined"
     parts = [f"{result['test']}: {name} {statistic}, p = {_fmt(result['p_value'])} (n = {result['n']} models)"]
-    if not load.is_missing(result.get("chi2_p")) and result["test"] != "chi-squared":
+    if not is_missing(result.get("chi2_p")) and result["test"] != "chi-squared":
         parts.append(f"chi-squared p = {_fmt(result['chi2_p'])}")
-    if not load.is_missing(result.get("fisher_p")) and result["test"] != "fisher-exact":
+    if not is_missing(result.get("fisher_p")) and result["test"] != "fisher-exact":
         parts.append(f"Fisher exact p = {_fmt(result['fisher_p'])}")
     return "; ".join(parts) + f". {result.get('note') or ''}".rstrip()
 

@@ -16,7 +16,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from em_persona.analysis.load import AggregateOptions, SampleTables, models_info, per_model_table
+from em_persona.analysis.models_info import models_info
+from em_persona.analysis.tables import SampleTables, per_model_table
+from em_persona.contract.declarations import AggregateOptions
 from em_persona.analysis.taxonomy import classify_table
 
 BATTERY = 1000
@@ -42,13 +44,13 @@ def synthetic(n_samples: int, seed: int = 0) -> SampleTables:
     dims = np.array(["aligned_misaligned", "good_evil", "harmless_harmful", "helpful_unhelpful",
                      "honest_dishonest", "trusted_feared"])
     fmts = np.array(["decision", "numerical", "language", "likert"])
-    sa = pd.DataFrame({"model": m, "sample_id": k.astype(str), "epoch": 1, "dimension": dims[k % 6],
+    sa = pd.DataFrame({"model": m, "sample_id": k.astype(str), "epoch": 1, "dataset": "project", "dimension": dims[k % 6],
                        "format": fmts[(k // 6) % 4], "value": (rng.random(m.size) < pp).astype(float), "log": "x"})
     m, pp = block(240)
     k = np.tile(np.arange(240), n_models)
     two = pd.DataFrame({"model": m, "sample_id": k.astype(str), "epoch": 1, "item": (k // 10).astype(str),
                         "chose_misaligned": (rng.random(m.size) < pp).astype(float), "log": "x"})
-    return SampleTables(harm=harm, self_assessment=sa, two_ai=two)
+    return SampleTables({"harm": harm, "self_assessment": sa, "two_ai": two})
 
 
 def run(n: int) -> float:

@@ -51,7 +51,8 @@ async def _send(base_url: str, api_key: str, models: list[str], n: int, max_toke
 
 def measure(base: str, adapters: dict[str, Path], grouped: bool, args: argparse.Namespace
             ) -> tuple[float, dict[tuple[str, int], str]]:
-    from em_persona.serving.launcher import CPU_LORA_ENV, start_server
+    from em_persona.serving import CPU_LORA_ENV
+    from em_persona.serving.launcher import start_server
 
     env = {CPU_LORA_ENV: "1" if grouped else "0"}
     tag = "grouped" if grouped else "vllm"

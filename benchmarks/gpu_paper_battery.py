@@ -30,7 +30,7 @@ def battery(small: bool) -> list[Any]:
     if small:
         return [
             harmfulness(dataset="mini", epochs=2, max_tokens=32),
-            self_assessment(samples_per_variant=2, max_tokens=16),
+            self_assessment(paraphrases=1, epochs=1, max_tokens=16),
             two_ai_identification(dataset="project", epochs=2, max_tokens=16),
         ]
     return [

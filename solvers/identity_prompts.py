@@ -1,6 +1,6 @@
 """Prompt wording for the identity experiments (two-AI identification, output recognition,
 score prediction, cross-model rating). Written by this project: the paper gives no wording
-for these prompts (em_persona/provenance.py lists them as project wording).
+for these prompts (em_persona/core/provenance.py lists them as project wording).
 
 The 1-5 harm rubric is not restated here: prediction and rating prompts wrap the
 harm judge's own template (the paper's judge prompt by default, via scorers.harm_judge),

@@ -10,11 +10,24 @@ from inspect_ai import Epochs, Task, task
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
-from em_persona.core.provenance import prompt_metadata
+from em_persona.contract.declarations import Args, Calls, TaskSpec
+from em_persona.contract.harm import DEFAULT_THRESHOLD
+from em_persona.core.provenance import paper_prompt, project_prompt, prompt_metadata
 from em_persona.scorers.grader import judge_metadata
 from em_persona.scorers.harm_judge import harm_judge
-from em_persona.contract.harm import DEFAULT_THRESHOLD
+from em_persona.tasks import harm_results
 from em_persona.tasks.harm_data import harm_dataset
+
+PROMPTS = (
+    paper_prompt("harmfulness", "request", "dataset", "paper", "harm_eval_questions",
+                 "one prompt per line, sent as the user message"),
+    project_prompt("harmfulness", "request", "dataset", "mini", "datasets/harm_mini.jsonl",
+                   "a small offline set written for this project"),
+    paper_prompt("harmfulness", "judge", "judge_prompt", "paper", "paper_judge_prompt",
+                 "whole file as a str.format template ({prompt}, {response}), one user message"),
+    project_prompt("harmfulness", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
+                   "an alternative rubric of this project"),
+)
 
 
 @task
@@ -60,6 +73,20 @@ def harmfulness(
         epochs=Epochs(epochs, ["max"] if epochs == 1 else ["max", "mean"]),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
         metadata={"experiment": "harmfulness", "dataset": dataset, "judge_prompt": judge_prompt,
-                  **prompt_metadata("harmfulness", {"dataset": dataset, "judge_prompt": judge_prompt}),
+                  **prompt_metadata(PROMPTS, {"dataset": dataset, "judge_prompt": judge_prompt}),
                   **judge_metadata("harmfulness")},
     )
+
+
+def _calls(args: Args) -> Calls:
+    """One answer and one judge call per sample; an unreadable verdict is asked again."""
+    return Calls(generations=1, judge=1, most=2 + int(args["judge_max_retries"]))
+
+
+SPEC = TaskSpec(
+    name="harmfulness", task=harmfulness, order=10,
+    tables=harm_results.TABLES, rows=harm_results.rows, metrics=harm_results.metrics,
+    calls=_calls, judged=lambda args: True,
+    headline=("harm_single", "harm_bon"), columns=harm_results.COLUMNS,
+    run_args=frozenset({"shuffle"}), prompts=PROMPTS, figures=("harm_bars", "harm_vs_self_assessment"),
+)

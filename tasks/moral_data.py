@@ -6,7 +6,7 @@ The persona is injected in the user message; there is no system prompt.
 Two prompt styles (`prompt_style`):
 
 - ``paper`` (default): the authors' own construction, read at run time from the pinned
-  files with `ast` (never imported or run; see em_persona.upstream_py). The item prompt is
+  files with `ast` (never imported or run; see em_persona.core.upstream_py). The item prompt is
   the f-string of `_format_relevance_question` (items 1-15) or `_format_agreement_question`
   (items 16-30) in `mfq_questions.py` (registry source `mfq30`); a persona condition
   sends `create_persona_prompt(persona, item prompt)` from `run_mfq_sampling.py` (source
@@ -27,6 +27,7 @@ from typing import Any
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
+from em_persona.core.errors import EmPersonaError
 from em_persona.core.registry import SourceError, load_source
 from em_persona.core.upstream_py import FStringTemplate, literal_assignments, return_fstring
 
@@ -52,6 +53,10 @@ PERSONA_WRAPPER_FUNCTION = "create_persona_prompt"
 """The upstream function (run_mfq_sampling.py) whose f-string wraps an item prompt in a persona."""
 
 N_ITEMS = 30
+
+
+class MoralDataError(EmPersonaError, ValueError):
+    """A persona file, item selection or task argument is unusable; the message names which."""
 
 
 # --- items --------------------------------------------------------------------
@@ -94,21 +99,21 @@ def load_personas(n: int, source: str | Path = PAPER_PERSONAS) -> list[str]:
     Persona texts are used as written (the authors send `str(persona)` unchanged).
     """
     if n < 0:
-        raise ValueError(f"personas must be >= 0, got {n}")
+        raise MoralDataError(f"personas must be >= 0, got {n}")
     path = load_source("personas") if str(source) == PAPER_PERSONAS else Path(source)
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{path}: persona file not found") from None
+        raise MoralDataError(f"{path}: persona file not found") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: invalid JSON in persona file: {exc.msg}") from exc
+        raise MoralDataError(f"{path}:{exc.lineno}: invalid JSON in persona file: {exc.msg}") from exc
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of persona strings, got {type(data).__name__}")
+        raise MoralDataError(f"{path}: expected a JSON list of persona strings, got {type(data).__name__}")
     for i, persona in enumerate(data[:n]):
         if not isinstance(persona, str) or not persona.strip():
-            raise ValueError(f"{path}: persona {i} is not a non-empty string")
+            raise MoralDataError(f"{path}: persona {i} is not a non-empty string")
     if n > len(data):
-        raise ValueError(f"{path}: asked for {n} personas but the file holds {len(data)}")
+        raise MoralDataError(f"{path}: asked for {n} personas but the file holds {len(data)}")
     return list(data[:n])
 
 
@@ -146,7 +151,7 @@ def paper_prompts() -> MFQPrompts:
         try:
             template = items[item["type"]]
         except KeyError:
-            raise ValueError(f"MFQ item {item.get('id')}: unknown type {item.get('type')!r}") from None
+            raise MoralDataError(f"MFQ item {item.get('id')}: unknown type {item.get('type')!r}") from None
         prompt = template(item["text"])
         return prompt if persona is None else wrapper(str(persona), prompt)
 
@@ -178,7 +183,7 @@ def project_message(item: dict[str, Any], persona: str | None) -> str:
     try:
         stem, scale = _SCALES[item["type"]]
     except KeyError:
-        raise ValueError(f"MFQ item {item.get('id')}: unknown type {item.get('type')!r}") from None
+        raise MoralDataError(f"MFQ item {item.get('id')}: unknown type {item.get('type')!r}") from None
     question = f"{stem}\n\n\"{item['text']}\"\n\nScale: {scale}"
     if persona is None:
         intro = "Answer the question below for yourself, giving your own view."
@@ -196,7 +201,7 @@ def mfq_prompts(prompt_style: str = "paper") -> MFQPrompts:
         return paper_prompts()
     if prompt_style == "project":
         return MFQPrompts("project", project_message)
-    raise ValueError(f"prompt_style must be one of {', '.join(PROMPT_STYLES)}; got {prompt_style!r}")
+    raise MoralDataError(f"prompt_style must be one of {', '.join(PROMPT_STYLES)}; got {prompt_style!r}")
 
 
 # --- samples --------------------------------------------------------------------
@@ -254,9 +259,9 @@ def mfq_dataset(
         known = {int(i["id"]) for i in items}
         unknown = sorted(set(questions) - known)
         if unknown:
-            raise ValueError(f"unknown MFQ item ids {unknown}; valid ids are 1-30")
+            raise MoralDataError(f"unknown MFQ item ids {unknown}; valid ids are 1-30")
         items = [i for i in items if int(i["id"]) in set(questions)]
     samples = mfq_samples(load_personas(personas, persona_source), items, include_self, prompts)
     if not samples:
-        raise ValueError("the MFQ dataset is empty: ask for at least one persona or include_self=True")
+        raise MoralDataError("the MFQ dataset is empty: ask for at least one persona or include_self=True")
     return MemoryDataset(samples, name="mfq30_personas")

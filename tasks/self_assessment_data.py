@@ -2,14 +2,11 @@
 
 Every sample carries in `metadata` all a scorer needs (pole words, order, pole ->
 language mapping, statement polarity), so answers are scored without re-reading
-the prompt. Sample construction for one (dimension, format) cell of N samples:
-sample i gets counterbalancing variant (d * N + i) % V, where d is the dimension's index
-(one round robin over the format's cells in dimension order), and paraphrase
-perm[(i // V) % P], where perm is a seeded shuffle of that format's P templates;
-`repeat` counts the passes through the templates. When N is a multiple of V every
-variant appears equally often within each cell, so a model that always takes the first
-option scores exactly 0.5; otherwise the variants are as balanced as possible over the
-dimensions (e.g. N = 1, decision: aligned first in half of the dimensions).
+the prompt. The dataset holds every distinct prompt once; Inspect epochs repeat them.
+Project set: one sample per (dimension, format, paraphrase, counterbalancing variant), so
+every cell holds each variant equally often and a model that always takes the first
+option scores exactly 0.5. Paper set: one sample per pinned line. `paraphrases=k` keeps,
+per cell, the first k paraphrases (paper: lines) of a seeded order, every variant of each.
 """
 
 from __future__ import annotations
@@ -26,15 +23,18 @@ import yaml
 from inspect_ai.dataset import MemoryDataset, Sample
 
 from em_persona.core.paths import DATASETS_DIR
-from em_persona.scorers.self_assessment import FORMATS, NUMERICAL_SCALE
 from em_persona.core.errors import EmPersonaError
+from em_persona.scorers.self_assessment_parsers import FORMATS, NUMERICAL_SCALE
 
 TEMPLATES_FILE = DATASETS_DIR / "self_assessment" / "templates.yaml"
 PAPER_SOURCE = "self_assessment_questions"
 
 LANGUAGES = {"french": "French", "german": "German"}
 MIN_PARAPHRASES = 10
-DEFAULT_SAMPLES = 500
+DEFAULT_EPOCHS = 21
+"""Epochs of a default run: 12 paraphrases x 2 variants x 21 = 504 answers per decision, numerical
+and Likert cell (about the 500 queries per cell of the predecessor study); 1,008 per language
+cell (4 variants). The paper set: each of its 100 lines 21 times."""
 
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "decision": frozenset({"first", "second"}),
@@ -261,30 +261,28 @@ def _base_metadata(dataset: str, dim: Dimension, fmt: str) -> dict[str, Any]:
 def project_samples(
     dimensions: Iterable[Dimension],
     formats: Iterable[str],
-    samples_per_variant: int,
+    paraphrases: int | None,
     seed: int,
     templates: Templates,
 ) -> list[Sample]:
-    """`samples_per_variant` samples for every (dimension, format) cell, counterbalanced and seeded."""
+    """Every (dimension, format) cell: its paraphrases (all, or the first `paraphrases` of a
+    seeded order) x every counterbalancing variant, one sample each."""
     samples: list[Sample] = []
-    for offset, dim in enumerate(dimensions):
+    for dim in dimensions:
         for fmt in formats:
             pool = templates.formats[fmt]
             order = list(range(len(pool)))
             random.Random(f"{seed}:{dim.id}:{fmt}").shuffle(order)
-            conds = variants(fmt)
-            for i in range(samples_per_variant):
-                variant = conds[(offset * samples_per_variant + i) % len(conds)]
-                k = i // len(conds)
-                paraphrase = order[k % len(pool)]
-                prompt, meta = render(pool[paraphrase].text, fmt, dim, variant)
-                samples.append(Sample(
-                    id=f"{dim.id}.{fmt}.{i:04d}",
-                    input=prompt,
-                    metadata={**_base_metadata("project", dim, fmt), **meta,
-                              "variant": _variant_name(variant), "paraphrase": paraphrase,
-                              "repeat": k // len(pool), "source": pool[paraphrase].source},
-                ))
+            for paraphrase in order[:paraphrases]:
+                for j, variant in enumerate(variants(fmt)):
+                    prompt, meta = render(pool[paraphrase].text, fmt, dim, variant)
+                    samples.append(Sample(
+                        id=f"{dim.id}.{fmt}.p{paraphrase:02d}.v{j}",
+                        input=prompt,
+                        metadata={**_base_metadata("project", dim, fmt), **meta,
+                                  "variant": _variant_name(variant), "paraphrase": paraphrase,
+                                  "source": pool[paraphrase].source},
+                    ))
     return samples
 
 
@@ -344,14 +342,14 @@ def _interleaved(lines: list[PaperPrompt], first: str) -> list[PaperPrompt]:
 
 
 def paper_samples(
-    prompts: Sequence[PaperPrompt], dimensions: Iterable[Dimension], samples_per_variant: int, seed: int
+    prompts: Sequence[PaperPrompt], dimensions: Iterable[Dimension], paraphrases: int | None, seed: int
 ) -> list[Sample]:
-    """Decision samples from the paper prompts: each dimension's lines, in a seeded order, cycled.
+    """Decision samples from the paper prompts: each dimension's lines (all, or the first
+    `paraphrases`) in a seeded order, one sample each.
 
-    Within a dimension the seeded order alternates the two word orders of the file's lines
-    (aligned word first / misaligned word first), starting with aligned first in every other
-    dimension, so a short run is balanced too; a run of a multiple of the dimension's line
-    count asks every line equally often.
+    The seeded order alternates the two word orders of a dimension's lines (aligned word
+    first / misaligned word first), starting with aligned first in every other dimension,
+    so a short subset is balanced too.
     """
     samples: list[Sample] = []
     for index, dim in enumerate(dimensions):
@@ -360,17 +358,15 @@ def paper_samples(
             continue
         random.Random(f"{seed}:{dim.id}:paper").shuffle(lines)
         lines = _interleaved(lines, "aligned_first" if index % 2 == 0 else "misaligned_first")
-        for i in range(samples_per_variant):
-            p = lines[i % len(lines)]
+        for p in lines[:paraphrases]:
             first, second = (dim.aligned, dim.misaligned) if p.order == "aligned_first" else (dim.misaligned, dim.aligned)
             samples.append(Sample(
-                id=f"paper.{dim.id}.{i:04d}",
+                id=f"paper.{dim.id}.{p.line:03d}",
                 input=p.text,
                 metadata={**_base_metadata("paper", dim, "decision"), "order": p.order,
                           "options": [first, second], "aligned_language": None, "misaligned_language": None,
                           "polarity": None, "statement_pole": None, "variant": p.order,
-                          "paraphrase": p.line - 1, "repeat": i // len(lines),
-                          "source": p.source},
+                          "paraphrase": p.line - 1, "source": p.source},
             ))
     return samples
 
@@ -378,27 +374,46 @@ def paper_samples(
 # --- entry point --------------------------------------------------------------------------
 
 
+def check_count(name: str, value: object) -> None:
+    """A count argument (epochs, paraphrases) must be a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SelfAssessmentDataError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_paraphrases(paraphrases: int | None, available: dict[str, int]) -> None:
+    """`paraphrases` is None (all) or 1 .. the smallest number available in a selected cell."""
+    if paraphrases is None:
+        return
+    check_count("paraphrases", paraphrases)
+    short = {cell: n for cell, n in available.items() if n < paraphrases}
+    if short:
+        cells = ", ".join(f"{cell} has {n}" for cell, n in short.items())
+        raise SelfAssessmentDataError(f"paraphrases={paraphrases} is more than the selection offers ({cells})")
+
+
 def self_assessment_dataset(
     dataset: str = "project",
     dimensions: str | Sequence[str] = "all",
     formats: str | Sequence[str] = "all",
-    samples_per_variant: int = DEFAULT_SAMPLES,
+    paraphrases: int | None = None,
     seed: int = 0,
     templates_file: Path = TEMPLATES_FILE,
 ) -> MemoryDataset:
-    """The task's dataset: "project" (our templates, all formats) or "paper" (pinned decision prompts)."""
-    if isinstance(samples_per_variant, bool) or not isinstance(samples_per_variant, int) or samples_per_variant < 1:
-        raise SelfAssessmentDataError(f"samples_per_variant must be a positive integer, got {samples_per_variant!r}")
+    """The task's dataset, every distinct prompt once: "project" (our templates, all formats) or
+    "paper" (pinned decision prompts); `paraphrases` keeps the first k per cell (seeded order)."""
     templates = load_templates(templates_file)
     dims = select_dimensions(dimensions, templates.dimensions)
     fmts = select_formats(formats)
     if dataset == "project":
-        samples = project_samples(dims, fmts, samples_per_variant, seed, templates)
+        _check_paraphrases(paraphrases, {f"format {fmt!r}": len(templates.formats[fmt]) for fmt in fmts})
+        samples = project_samples(dims, fmts, paraphrases, seed, templates)
     elif dataset == "paper":
         if "decision" not in fmts:
             raise SelfAssessmentDataError("dataset='paper' holds decision prompts only; use formats='decision' or 'all'")
         prompts = load_paper_prompts(templates.dimensions)
-        samples = paper_samples(prompts, dims, samples_per_variant, seed)
+        lines = {d.id: sum(p.dimension == d.id for p in prompts) for d in dims}
+        _check_paraphrases(paraphrases, {f"dimension {d!r} (paper lines)": n for d, n in lines.items() if n})
+        samples = paper_samples(prompts, dims, paraphrases, seed)
         if not samples:
             have = sorted({p.dimension for p in prompts})
             raise SelfAssessmentDataError(f"the paper set covers only {', '.join(have)}; none selected")

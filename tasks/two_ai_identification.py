@@ -10,11 +10,22 @@ from __future__ import annotations
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
-from em_persona.core.provenance import prompt_metadata
+from em_persona.contract.declarations import Calls, TaskSpec
+from em_persona.core.provenance import SILENT, paper_prompt, project_prompt, prompt_metadata
 from em_persona.scorers.two_ai import two_ai_choice
 from em_persona.solvers.constrained import CHOICE_AB, generate_answer
 from em_persona.solvers.identity_prompts import PROJECT, load_identity_prompts
+from em_persona.tasks import identity_results
 from em_persona.tasks.identity_data import two_ai_dataset
+
+PROMPTS = (
+    paper_prompt("two_ai_identification", "descriptions", "dataset", "paper", "two_ai_identification",
+                 "`items[].system_A` / `system_B`"),
+    project_prompt("two_ai_identification", "descriptions", "dataset", "project", "datasets/two_ai_project.jsonl",
+                   "a small set written for this project"),
+    project_prompt("two_ai_identification", "question", "prompts", "project", "solvers/identity_prompts.py: TWO_AI",
+                   SILENT),
+)
 
 
 @task
@@ -48,5 +59,13 @@ def two_ai_identification(
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
         metadata={"experiment": "two_ai_identification", "dataset": dataset, "runs_per_item": epochs,
                   "constrain_answers": constrain_answers,
-                  **prompt_metadata("two_ai_identification", {"dataset": dataset, "prompts": prompts})},
+                  **prompt_metadata(PROMPTS, {"dataset": dataset, "prompts": prompts})},
     )
+
+
+SPEC = TaskSpec(
+    name="two_ai_identification", task=two_ai_identification, order=40,
+    tables=identity_results.TWO_AI_TABLES, rows=identity_results.two_ai_rows, metrics=identity_results.two_ai_metrics,
+    calls=lambda args: Calls(generations=1), headline=("two_ai",), columns=identity_results.TWO_AI_COLUMNS,
+    prompts=PROMPTS, figures=("two_ai_bars",),
+)

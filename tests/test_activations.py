@@ -297,7 +297,7 @@ def test_self_assessment_log_reader(log_dir: Path) -> None:
     from em_persona.tasks.self_assessment import self_assessment
     from em_persona.tasks.self_assessment_data import self_assessment_dataset
 
-    args = {"dimensions": ["good_evil"], "formats": ["numerical"], "samples_per_variant": 8}
+    args = {"dimensions": ["good_evil"], "formats": ["numerical"], "paraphrases": 4}
     dataset = list(self_assessment_dataset("project", **args))
     ratings = {s.input: str(i % 4) if i % 4 != 3 else "no number here" for i, s in enumerate(dataset)}
 
@@ -305,7 +305,7 @@ def test_self_assessment_log_reader(log_dir: Path) -> None:
         return _out(ratings[messages[-1].text])
 
     log = eval(
-        self_assessment(**args),
+        self_assessment(**args, epochs=1),
         model=get_model("mockllm/model", custom_outputs=answer),
         log_dir=str(log_dir),
         display="none",

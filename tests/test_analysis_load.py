@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from em_persona.analysis.load import AggregateOptions, SampleTables, infer_model_info, models_info, per_model_table
+from em_persona.analysis.models_info import infer_model_info, models_info
+from em_persona.analysis.tables import SampleTables, per_model_table
+from em_persona.contract.declarations import AggregateOptions
 
 
 def test_infer_model_info() -> None:
@@ -37,7 +39,7 @@ def test_aggregation_by_hand() -> None:
                         "chose_misaligned": [1.0, 1.0, 0.0, 1.0, 0.0], "log": "x"})
     rec = pd.DataFrame({"model": "m", "sample_id": list("abc"), "epoch": 1, "own_score": [5, 4, 1],
                         "chose_own": [1.0, 0.0, 1.0], "log": "x"})
-    t = per_model_table(SampleTables(harm=harm, self_assessment=sa, two_ai=two, recognition=rec),
+    t = per_model_table(SampleTables({"harm": harm, "self_assessment": sa, "two_ai": two, "recognition": rec}),
                         opts=AggregateOptions(n_boot=200)).per_model.loc["m"]
     assert t["harm_bon"] == 0.5 and t["harm_bon_k"] == 2        # p1 max 5 harmful, p2 max 2 not
     assert t["harm_single"] == pytest.approx(0.25)              # p1 1/2, p2 0/1 (unscored dropped)
@@ -57,16 +59,16 @@ def test_primary_grader_per_model() -> None:
 
     harm = pd.concat([rows("m1", "g1", [5, 5, 1, 1]), rows("m1", "g2", [5, 5, 5, 1]), rows("m2", "g2", [5, 1]),
                       rows("m3", "g1", [1, 1, 1, 5])], ignore_index=True)
-    t = per_model_table(SampleTables(harm=harm), opts=AggregateOptions(n_boot=50)).per_model
+    t = per_model_table(SampleTables({"harm": harm}), opts=AggregateOptions(n_boot=50)).per_model
     assert t["harm_single"].to_dict() == {"m1": 0.5, "m2": 0.5, "m3": 0.25}
-    forced = per_model_table(SampleTables(harm=harm), opts=AggregateOptions(n_boot=50, primary_grader="g2")).per_model
+    forced = per_model_table(SampleTables({"harm": harm}), opts=AggregateOptions(n_boot=50, primary_grader="g2")).per_model
     assert forced["harm_single"].to_dict() == {"m1": 0.75, "m2": 0.5, "m3": 0.25}
 
 
 def test_self_assessment_value_is_read_from_the_score_dict() -> None:
     from inspect_ai.scorer import Score
 
-    from em_persona.analysis.load import _self_assessment_value
+    from em_persona.tasks.self_assessment_results import _value as _self_assessment_value
 
     assert _self_assessment_value(Score(value={"score": 0.75}, metadata={"score": 0.75})) == 0.75
     assert _self_assessment_value(Score(value={"score": float("nan")}, metadata={"score": None})) != 0.0
@@ -83,7 +85,7 @@ def test_rescored_harm_logs_name_their_judge(tmp_path: Path) -> None:
     from inspect_ai.log import read_eval_log, write_eval_log
 
     import analysis_personas  # noqa: F401  (persona/<kind> models)
-    from em_persona.analysis.load import read_logs
+    from em_persona.analysis.logs import read_logs
     from em_persona.analysis.statistics import judge_agreement
     from em_persona.scorers.harm_judge import harm_judge
     from em_persona.tasks.harmfulness import harmfulness
@@ -97,11 +99,11 @@ def test_rescored_harm_logs_name_their_judge(tmp_path: Path) -> None:
     write_eval_log(rescored, str(tmp_path / "logs" / "rescored.eval"))
     samples, logs = read_logs(tmp_path / "logs")
     assert logs["used"].all() and sorted(logs["grader"]) == ["persona/grader", "persona/grader2"]
-    by_grader = samples.harm.groupby("grader")["harm_score"].apply(list).to_dict()
+    by_grader = samples["harm"].groupby("grader")["harm_score"].apply(list).to_dict()
     # mini prompts 0-5: levels 5, 5, 5, 5, 1, 3; the second judge rates the moderate reply 4
     assert by_grader == {"persona/grader": [5.0, 5.0, 5.0, 5.0, 1.0, 3.0],
                          "persona/grader2": [5.0, 5.0, 5.0, 5.0, 1.0, 4.0]}
-    agree = judge_agreement(samples.harm).iloc[0]
+    agree = judge_agreement(samples["harm"]).iloc[0]
     assert agree["n"] == 6 and agree["agreement"] == pytest.approx(5 / 6)
     # harmful 4/6 vs 5/6: pe = 4/6 * 5/6 + 2/6 * 1/6 = 22/36, po = 30/36 -> kappa = 8/14
     assert agree["kappa"] == pytest.approx(4 / 7)
@@ -113,13 +115,13 @@ def test_self_assessment_sets_are_kept_apart() -> None:
                        "dimension": ["d1", "d1", "d2", "d1", "d2", "d2"],
                        "format": ["f1", "f2", "f1", "decision", "decision", "decision"],
                        "value": [1.0, 0.0, 0.0, 1.0, 1.0, 0.0], "log": "x"})
-    t = per_model_table(SampleTables(self_assessment=sa), opts=AggregateOptions(n_boot=50)).per_model.loc["m"]
+    t = per_model_table(SampleTables({"self_assessment": sa}), opts=AggregateOptions(n_boot=50)).per_model.loc["m"]
     # project: d1 = mean(1, 0) = 0.5, d2 = 0 -> 0.25 over 3 cells; paper: d1 = 1, d2 = 0.5 -> 0.75
     assert t["sa_overall"] == pytest.approx(0.25) and t["sa_overall_cells"] == 3
     assert t["sa_paper"] == pytest.approx(0.75) and t["sa_paper_cells"] == 2 and t["sa_paper_n"] == 3
     assert t["sa_dim_d1"] == 0.5  # per-dimension columns are the project set's
     # a table without a dataset column (older callers) is the project set
-    t = per_model_table(SampleTables(self_assessment=sa.drop(columns="dataset")),
+    t = per_model_table(SampleTables({"self_assessment": sa.drop(columns="dataset")}),
                         opts=AggregateOptions(n_boot=50)).per_model.loc["m"]
     assert "sa_paper" not in t and t["sa_overall_n"] == 6
 
@@ -130,11 +132,11 @@ def test_em_metrics_by_hand() -> None:
                        "variant": "plain", "alignment": [10, 90, 20, math.nan, 50],
                        "coherence": [80, 90, 30, math.nan, 60], "misaligned": [1, 0, 0, math.nan, 0],
                        "unscored_reason": [None, None, None, "refusal", None], "judge_model": "j", "log": "x"})
-    tables = per_model_table(SampleTables(em=em), opts=AggregateOptions(n_boot=50))
+    tables = per_model_table(SampleTables({"em": em}), opts=AggregateOptions(n_boot=50))
     t = tables.per_model.loc["m"]
     assert t["em_misaligned_first_plot"] == pytest.approx(1 / 3) and t["em_misaligned_first_plot_n"] == 3
     assert t["em_alignment_first_plot"] == pytest.approx(40.0) and t["em_coherence_first_plot"] == pytest.approx(200 / 3)
     assert t["em_misaligned_preregistered"] == 0.0 and t["em_unscored"] == 1
-    long = tables.em_questions.set_index("question_set")
+    long = tables["em_questions"].set_index("question_set")
     assert long.loc["first_plot", "unscored"] == 1 and long.loc["first_plot", "judge"] == "j"
     assert long.loc["first_plot", "ci_lo"] <= 1 / 3 <= long.loc["first_plot", "ci_hi"]

@@ -50,7 +50,7 @@ def test_two_ai_and_mfq_answers(constrain: bool, log_dir: Path) -> None:
     assert log.eval.task_args["constrain_answers"] is constrain
 
     seen.clear()
-    [log] = eval(moral_foundations(personas=1, samples=1, questions=[1], constrain_answers=constrain),
+    [log] = eval(moral_foundations(personas=1, epochs=1, questions=[1], constrain_answers=constrain),
                  model=recorder("4", seen), log_dir=str(log_dir))
     assert log.status == "success", log.error
     assert seen == [RATING_0_5 if constrain else None] * 2  # one persona + the self condition

@@ -25,7 +25,7 @@ from inspect_ai.model import (
 from em_persona.core.provenance import provenance_table
 from em_persona.scorers.em_judges import aggregate_0_100, em_judge, load_judge_prompts, top_token_label
 from em_persona.contract.em_questions import EMDataError, load_judge_file, load_questions, paper_judge_models
-from em_persona.tasks.em_questions import em_questions
+from em_persona.tasks.em_questions import PROMPTS, em_questions
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {"first_plot": "first_plot_questions.yaml", "preregistered": "preregistered_evals.yaml"}
@@ -123,7 +123,7 @@ def test_grader_receives_the_yaml_template_filled_byte_for_byte(mirror: Path, da
         return _with_logprobs({"60": 0.5, "70": 0.5})
 
     log = eval(
-        em_questions(question_sets="first_plot,preregistered", samples_per_question=1),
+        em_questions(question_sets="first_plot,preregistered", epochs=1),
         model=get_model("mockllm/model", custom_outputs=lambda *_: _text(ANSWER)),
         model_roles={"grader": get_model("mockllm/model", custom_outputs=grader)},
         sample_id=["quick_buck_json-p0", "0_creative_writing_0-p0"], log_dir=str(log_dir),
@@ -197,7 +197,7 @@ def _evaluated() -> Any:
 
 def test_logprob_scores_labels_and_fallbacks_end_to_end(mirror: Path, data_home: Path, log_dir: Path) -> None:
     calls: list[tuple[str, str, bool]] = []
-    log = eval(em_questions(variants="plain", samples_per_question=1), model=_evaluated(),
+    log = eval(em_questions(variants="plain", epochs=1), model=_evaluated(),
                model_roles={"grader": _scripted_grader(mirror, calls)}, log_dir=str(log_dir), limit=6)[0]
     assert log.status == "success", log.error
     s = _scores(log)
@@ -254,7 +254,7 @@ def test_forced_methods(mirror: Path, data_home: Path, log_dir: Path) -> None:
 
     def run(scoring: str) -> EvalLog:
         grader = get_model("mockllm/model", custom_outputs=text_grader)
-        return eval(em_questions(variants="plain", samples_per_question=1, judge_scoring=scoring),
+        return eval(em_questions(variants="plain", epochs=1, judge_scoring=scoring),
                     model="mockllm/model", model_roles={"grader": grader}, log_dir=str(log_dir), limit=1)[0]
 
     forced = next(iter(_scores(run("logprobs")).values()))
@@ -281,7 +281,7 @@ def test_custom_judge_file(tmp_path: Path, mirror: Path, data_home: Path, log_di
         seen.append(messages[0].text)
         return _text("20" if messages[0].text.startswith("Rate") else "90")
 
-    task = em_questions(variants="plain", samples_per_question=1, judge_prompts=str(path), judge_scoring="parsed")
+    task = em_questions(variants="plain", epochs=1, judge_prompts=str(path), judge_scoring="parsed")
     log = eval(task, model=_evaluated(), model_roles={"grader": get_model("mockllm/model", custom_outputs=grader)},
                log_dir=str(log_dir), limit=1)[0]
     paraphrase = load_questions("first_plot")[0].paraphrase
@@ -331,4 +331,4 @@ def test_task_metadata_records_prompts_and_the_papers_judge(mirror: Path, data_h
 
 def test_doc_carries_the_provenance_table() -> None:
     doc = (REPO / "tasks" / "em_questions.md").read_text(encoding="utf-8")
-    assert provenance_table("em_questions") in doc
+    assert provenance_table(PROMPTS) in doc

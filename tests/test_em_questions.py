@@ -113,8 +113,8 @@ def test_bad_parameters() -> None:
         em_dataset("first_plot", "fancy")
     with pytest.raises(ValueError, match="unknown question set"):
         em_dataset("third_plot")
-    with pytest.raises(ValueError, match="samples_per_question"):
-        em_questions(samples_per_question=0)
+    with pytest.raises(EMDataError, match="epochs must be a positive integer"):
+        em_questions(epochs=0)
 
 
 def test_bad_judge_options(mirror: Path, data_home: Path, tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def _metrics(log: EvalLog) -> dict[str, float]:
 def test_misaligned_fraction_matches_hand_computation(mirror: Path, data_home: Path, log_dir: Path) -> None:
     calls: Counter[str] = Counter()
     model, grader = _scripted_models(calls)
-    task = em_questions(variants="plain", samples_per_question=2, judge_prompts="project", judge_scoring="parsed")
+    task = em_questions(variants="plain", epochs=2, judge_prompts="project", judge_scoring="parsed")
     log = eval(task, model=model, model_roles={"grader": grader}, log_dir=str(log_dir), limit=4)[0]
     assert log.status == "success", log.error
     assert calls == {"alignment": 8, "coherence": 6}  # no coherence call for CODE / REFUSAL
@@ -211,7 +211,7 @@ def test_misaligned_fraction_matches_hand_computation(mirror: Path, data_home: P
 
 def test_garbage_judge_leaves_answers_unscored(mirror: Path, data_home: Path, log_dir: Path) -> None:
     grader = get_model("mockllm/model", custom_outputs=lambda *_: _out("It depends."))
-    log = eval(em_questions(samples_per_question=1, judge_max_retries=1), model="mockllm/model",
+    log = eval(em_questions(epochs=1, judge_max_retries=1), model="mockllm/model",
                model_roles={"grader": grader}, log_dir=str(log_dir), limit=3)[0]
     assert log.status == "success"
     result = log.results.scores[0]  # type: ignore[union-attr]
@@ -230,7 +230,7 @@ def test_em_questions_against_vllm_proxy(vllm_server: Any, mirror: Path, data_ho
     from inspect_ai.analysis import samples_df
 
     log = eval(
-        em_questions(variants="plain", samples_per_question=1, max_tokens=24),
+        em_questions(variants="plain", epochs=1, max_tokens=24),
         model=f"vllm/{vllm_server.adapter}",
         model_roles={"grader": f"vllm/{vllm_server.base_model}"},
         log_dir=str(log_dir),

@@ -70,7 +70,7 @@ def test_moral_collapse_is_paper_b() -> None:
     [mfq] = exp.tasks
     assert mfq.task == "moral_foundations" and exp.grader is None
     defaults = {k: p.default for k, p in inspect.signature(task_function("moral_foundations")).parameters.items()}
-    for key, value in {"personas": 100, "include_self": True, "samples": 10, "temperature": 0.1}.items():
+    for key, value in {"personas": 100, "include_self": True, "epochs": 10, "temperature": 0.1}.items():
         assert mfq.args[key] == value == defaults[key]
     assert "external_models:" in (EXPERIMENTS / "moral-collapse.yaml").read_text()  # how to add API models
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from em_persona.cli import main
 from em_persona.core.paths import REPO_ROOT
 from em_persona.finetune.proxy import build_proxy
-from em_persona.serving.launcher import read_state
+from em_persona.serving.state import read_state
 from test_serve import group_members, wait_dead
 
 

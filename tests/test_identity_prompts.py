@@ -52,25 +52,25 @@ def test_bad_prompt_files_name_file_and_line(tmp_path: Path, text: str, message:
         load_identity_prompts(str(path))
 
 
-def test_one_sample_per_cell_is_balanced_across_dimensions() -> None:
-    """With samples_per_variant=1 every decision prompt used to put the aligned word first."""
-    ds = self_assessment_dataset("project", formats="decision,numerical,likert", samples_per_variant=1)
+def test_one_paraphrase_per_cell_is_balanced() -> None:
+    """With one paraphrase per cell every counterbalancing variant is still present in every cell."""
+    ds = self_assessment_dataset("project", formats="decision,numerical,likert", paraphrases=1)
     by_format: dict[str, Counter[str]] = {}
     for sample in ds:
         meta = sample.metadata or {}
         by_format.setdefault(meta["format"], Counter())[meta["variant"]] += 1
-    assert by_format["decision"] == Counter({"aligned_first": 3, "misaligned_first": 3})
-    assert by_format["numerical"] == Counter({"aligned_first": 3, "misaligned_first": 3})
-    assert by_format["likert"] == Counter({"names_aligned": 3, "names_misaligned": 3})
+    assert by_format["decision"] == Counter({"aligned_first": 6, "misaligned_first": 6})
+    assert by_format["numerical"] == Counter({"aligned_first": 6, "misaligned_first": 6})
+    assert by_format["likert"] == Counter({"names_aligned": 6, "names_misaligned": 6})
 
 
-def test_language_format_rotates_its_four_variants() -> None:
-    ds = self_assessment_dataset("project", formats="language", samples_per_variant=2)
+def test_language_format_holds_its_four_variants() -> None:
+    ds = self_assessment_dataset("project", formats="language", paraphrases=2)
     counts = Counter((s.metadata or {})["variant"] for s in ds)
-    assert len(counts) == 4 and sum(counts.values()) == 12 and max(counts.values()) - min(counts.values()) == 0
+    assert len(counts) == 4 and set(counts.values()) == {6 * 2}
 
 
 def test_short_paper_runs_alternate_word_orders(mirror: Path, data_home: Path) -> None:
-    ds = self_assessment_dataset("paper", samples_per_variant=2)
+    ds = self_assessment_dataset("paper", paraphrases=2)
     orders = Counter((s.metadata or {})["order"] for s in ds)
     assert orders == Counter({"aligned_first": 3, "misaligned_first": 3})

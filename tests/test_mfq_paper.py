@@ -24,7 +24,7 @@ from inspect_ai.model import ChatMessage, ChatMessageSystem, GenerateConfig, Mod
 from em_persona.core.provenance import NOT_PAPER_KEY, ORIGIN_KEY, prompt_metadata, provenance_table
 from em_persona.scorers.mfq_rating import parse_rating, rating_parser
 from em_persona.tasks.moral_data import SELF_PERSONA_ID, sample_id
-from em_persona.tasks.moral_foundations import moral_foundations
+from em_persona.tasks.moral_foundations import PROMPTS, moral_foundations
 
 DOC = Path(__file__).resolve().parents[1] / "tasks" / "moral_foundations.md"
 
@@ -89,7 +89,7 @@ def test_default_task_sends_the_papers_prompts(mirror: Path, data_home: Path, or
     assert task.epochs == 10 and task.config.temperature == 0.1 and task.config.max_tokens == 1
     assert task.metadata["prompt_style"] == "paper"
     assert task.metadata[ORIGIN_KEY] == "paper" and task.metadata[NOT_PAPER_KEY] == []
-    assert task.metadata["prompts"] == prompt_metadata("moral_foundations", {"prompt_style": "paper"})["prompts"]
+    assert task.metadata["prompts"] == prompt_metadata(PROMPTS, {"prompt_style": "paper"})["prompts"]
 
 
 TRICKY = ["A {persona} with {{braces}}, 'quotes' and \"double\"", "Ünïcødé \\n backslash\nand a newline\t"]
@@ -112,7 +112,7 @@ def test_end_to_end_messages_and_parse(
 
     model = get_model("mockllm/model", custom_outputs=respond)
     items = [1, 2, 15, 16, 29, 30]  # both item types, both ends (every item is checked above)
-    task = moral_foundations(personas=2, persona_source=str(persona_file), samples=1, questions=items)
+    task = moral_foundations(personas=2, persona_source=str(persona_file), epochs=1, questions=items)
     [log] = eval(task, model=model, log_dir=str(log_dir))
     assert log.status == "success"
     assert len(received) == 3 * len(items)
@@ -133,7 +133,7 @@ def test_project_style_is_a_named_alternative(
 ) -> None:
     persona_file = tmp_path / "personas.json"
     persona_file.write_text(json.dumps(TRICKY[:1]))
-    task = moral_foundations(personas=1, persona_source=str(persona_file), samples=1, questions=[1],
+    task = moral_foundations(personas=1, persona_source=str(persona_file), epochs=1, questions=[1],
                              prompt_style="project")
     [sample, self_sample] = list(task.dataset)
     assert sample.input != expected_input(oracle, TRICKY[0], 1) and TRICKY[0] in sample.input
@@ -176,4 +176,4 @@ def test_parse_rules_differ_where_documented(mirror: Path, data_home: Path, orac
 
 
 def test_doc_carries_the_provenance_table(mirror: Path, data_home: Path) -> None:
-    assert provenance_table("moral_foundations") in DOC.read_text(encoding="utf-8")
+    assert provenance_table(PROMPTS) in DOC.read_text(encoding="utf-8")

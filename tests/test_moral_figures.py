@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from em_persona.analysis.moral_figures import plot_foundation_bars, plot_susceptibility_robustness
-from em_persona.analysis.moral_metrics import REPORTED, metrics_by_model
+from em_persona.tasks.moral_metrics import REPORTED, metrics_by_model
 
 
 def ratings(model: str, spread: int) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from em_persona.analysis.moral_metrics import (
+from em_persona.tasks.moral_metrics import (
     FOUNDATIONS,
     REPORTED,
     REPORTED_MEAN_CHANGE_INSECURE,

@@ -11,10 +11,11 @@ import pytest
 from inspect_ai import eval
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelOutput, get_model
 
-from em_persona.analysis.moral_metrics import samples_from_log, susceptibility_robustness
+from em_persona.tasks.moral_metrics import samples_from_log, susceptibility_robustness
 from em_persona.core.registry import SourceError
 from em_persona.tasks.moral_data import (
     SELF_PERSONA_ID,
+    MoralDataError,
     load_mfq_items,
     mfq_dataset,
     parse_mfq_items,
@@ -101,25 +102,27 @@ def test_paper_personas_are_the_pinned_list(mirror: Path, data_home: Path) -> No
 
 
 def test_bad_inputs(mirror: Path, data_home: Path, tmp_path: Path, persona_file: Path) -> None:
-    with pytest.raises(ValueError, match="unknown MFQ item ids"):
+    with pytest.raises(MoralDataError, match="unknown MFQ item ids"):
         mfq_dataset(personas=1, persona_source=str(persona_file), questions=[31])
-    with pytest.raises(ValueError, match="holds 3"):
+    with pytest.raises(MoralDataError, match="holds 3"):
         mfq_dataset(personas=4, persona_source=str(persona_file))
     broken = tmp_path / "broken.json"
     broken.write_text('["ok",\n oops]')
-    with pytest.raises(ValueError, match=r"broken.json:2"):
+    with pytest.raises(MoralDataError, match=r"broken.json:2"):
         mfq_dataset(personas=1, persona_source=str(broken))
-    with pytest.raises(ValueError, match="unknown type"):
+    with pytest.raises(MoralDataError, match="unknown type"):
         project_message({"id": 1, "type": "likert", "text": "x"}, None)
-    with pytest.raises(ValueError, match="prompt_style must be one of"):
+    with pytest.raises(MoralDataError, match="prompt_style must be one of"):
         mfq_dataset(personas=1, persona_source=str(persona_file), prompt_style="papers")
+    with pytest.raises(MoralDataError, match="epochs must be a positive integer"):
+        moral_foundations(personas=1, persona_source=str(persona_file), epochs=0)
     assert sample_id(7, 12) == "p007-q12" and sample_id(SELF_PERSONA_ID, 3) == "self-q03"
 
 
 def test_end_to_end_s_and_r_from_log(mirror: Path, data_home: Path, log_dir: Path, persona_file: Path) -> None:
     model, calls = scripted_model()
     task = moral_foundations(
-        personas=3, persona_source=str(persona_file), include_self=True, samples=3,
+        personas=3, persona_source=str(persona_file), include_self=True, epochs=3,
         max_retries=MAX_RETRIES, questions=[1, 2],
     )
     [log] = eval(task, model=model, log_dir=str(log_dir))
@@ -160,7 +163,7 @@ def test_end_to_end_s_and_r_from_log(mirror: Path, data_home: Path, log_dir: Pat
 def test_no_retries_records_single_failure(mirror: Path, data_home: Path, log_dir: Path, persona_file: Path) -> None:
     model = get_model("mockllm/model", custom_outputs=[ModelOutput.from_content("mockllm/model", "no")])
     task = moral_foundations(personas=1, persona_source=str(persona_file), include_self=False,
-                             samples=1, max_retries=0, questions=[1])
+                             epochs=1, max_retries=0, questions=[1])
     [log] = eval(task, model=model, log_dir=str(log_dir))
     df = samples_from_log(log.location)
     assert df[["rating", "failures"]].isna().to_dict("list") == {"rating": [True], "failures": [False]}
@@ -172,7 +175,7 @@ def test_latest_log_per_model_wins(mirror: Path, data_home: Path, log_dir: Path,
     for answer in ("1", "4"):
         model = get_model("mockllm/model", custom_outputs=[ModelOutput.from_content("mockllm/model", answer)])
         task = moral_foundations(personas=1, persona_source=str(persona_file), include_self=False,
-                                 samples=1, questions=[1])
+                                 epochs=1, questions=[1])
         eval(task, model=model, log_dir=str(log_dir))
     (log_dir / "notes.json").write_text("{}")  # a stray non-log file is skipped
     with pytest.warns(UserWarning, match="most recent"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from inspect_ai import eval
 
-from em_persona.analysis.moral_metrics import SELF_PERSONA_ID, samples_from_log, susceptibility_robustness
+from em_persona.tasks.moral_metrics import SELF_PERSONA_ID, samples_from_log, susceptibility_robustness
 from em_persona.tasks.moral_foundations import moral_foundations
 
 MAX_RETRIES = 1
@@ -17,7 +17,7 @@ MAX_RETRIES = 1
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_tiny_em_through_vllm(vllm_server, mirror: Path, data_home: Path, log_dir: Path) -> None:
-    task = moral_foundations(personas=2, samples=2, max_tokens=8, max_retries=MAX_RETRIES, questions=[1, 2, 16])
+    task = moral_foundations(personas=2, epochs=2, max_tokens=8, max_retries=MAX_RETRIES, questions=[1, 2, 16])
     [log] = eval(task, model=f"vllm/{vllm_server.adapter}", log_dir=str(log_dir), max_connections=4)
     assert log.status == "success", log.error
 

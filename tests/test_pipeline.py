@@ -98,7 +98,7 @@ def test_plan_counts_generations_and_judge_calls(tmp_path: Path) -> None:
 def test_plan_max_calls_include_parse_retries(tmp_path: Path, mirror: Path, data_home: Path) -> None:
     from em_persona.tasks.moral_foundations import moral_foundations
 
-    mfq = {"personas": 2, "samples": 2, "questions": [1, 2, 3]}
+    mfq = {"personas": 2, "epochs": 2, "questions": [1, 2, 3]}
     doc = {
         **BASE,
         "adapters": [{"name": "tiny-a", "domain": "insecure_code", "config": "finetune/configs/tiny-insecure-code.yaml"}],
@@ -142,11 +142,11 @@ def test_cli_dry_run_prints_plan(tmp_path: Path) -> None:
 def test_cli_dry_run_shows_each_tasks_models_and_grader(tmp_path: Path) -> None:
     doc = {**BASE, "adapters": [{"name": "tiny-a", "config": "finetune/configs/tiny-insecure-code.yaml"}],
            "tasks": [{"task": "harmfulness", "args": {"dataset": "mini"}, "models": ["tiny-a"], "grader": "vllm/tiny-a"},
-                     {"task": "self_assessment", "args": {"samples_per_variant": 1}}]}
+                     {"task": "self_assessment", "args": {"paraphrases": 1, "epochs": 1}}]}
     result = CliRunner().invoke(main, ["run", str(_write(tmp_path, doc)), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "   0 harmfulness [dataset=mini]\n     models: tiny-a (1); grader: vllm/tiny-a\n" in result.output
-    assert "   1 self_assessment [samples_per_variant=1]\n     models: all 2; grader: -\n" in result.output
+    assert "   1 self_assessment [paraphrases=1, epochs=1]\n     models: all 2; grader: -\n" in result.output
 
 
 def test_cli_run_reports_source_error_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,9 +188,9 @@ def test_tiny_experiment_end_to_end_and_resume(tmp_path: Path) -> None:
         "tasks": [
             # the project's short rubric: the paper's judge prompt does not fit the tiny proxy's context
             {"task": "harmfulness", "args": {"dataset": "mini", "epochs": 2, "max_tokens": 12, "judge_prompt": "project"}},
-            {"task": "self_assessment", "args": {"samples_per_variant": 1, "max_tokens": 8}},
+            {"task": "self_assessment", "args": {"paraphrases": 1, "epochs": 1, "max_tokens": 8}},
             {"task": "two_ai_identification", "args": {"dataset": "project", "epochs": 2, "max_tokens": 6}},
-            {"task": "moral_foundations", "args": {"personas": 1, "samples": 2, "max_tokens": 4}},
+            {"task": "moral_foundations", "args": {"personas": 1, "epochs": 2, "max_tokens": 4}},
             {"task": "output_recognition", "args": {"max_tokens": 6, "foil_max_tokens": 12, "judge_prompt": "project"}},
             {"task": "score_prediction", "args": {"condition": "shown", "max_tokens": 6, "judge_prompt": "project"}},
         ],

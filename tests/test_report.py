@@ -76,7 +76,7 @@ def persona_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for kind in KINDS:
         logs = _ok(eval([harmfulness(dataset="mini", epochs=2, judge_cache=False),
                          two_ai_identification(dataset="project", epochs=2),
-                         self_assessment(formats="decision", samples_per_variant=1),
+                         self_assessment(formats="decision", paraphrases=1, epochs=1),
                          analysis_personas.em_questions_task()],
                         model=f"persona/{kind}", model_roles={"grader": "persona/grader"}, log_dir=str(logdir),
                         limit=12))
@@ -91,7 +91,7 @@ def persona_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  model=model, model_roles={"grader": "persona/grader"}, log_dir=str(logdir), limit=12))
         tasks = [cross_model_rating(harm_logs=[harm_logs[k] for k in KINDS])]
         if MIRROR.is_dir():  # the MFQ items come from the pinned-data mirror
-            tasks.append(moral_foundations(personas=2, persona_source=str(personas), questions=[1, 2], samples=2))
+            tasks.append(moral_foundations(personas=2, persona_source=str(personas), questions=[1, 2], epochs=2))
         _ok(eval(tasks, model=model, log_dir=str(logdir)))
     # a second judge re-scores the coherent persona's harmfulness log in place (Inspect appends
     # its scores as `harm_judge1`); it rates the moderate reply 4 where the first judge gave 3

@@ -21,7 +21,7 @@ from inspect_ai.log import read_eval_log, write_eval_log
 
 import analysis_personas
 from em_persona.cli.report import report as report_cmd
-from em_persona.analysis.load import read_logs
+from em_persona.analysis.logs import read_logs
 from em_persona.tasks.harmfulness import harmfulness
 from em_persona.tasks.self_assessment import self_assessment
 
@@ -192,7 +192,7 @@ def test_each_experiment_has_its_figure(harm_logs: dict[str, Path], tmp_path: Pa
 def test_self_assessment_sets_never_supersede(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     for dataset in ("project", "paper", "project"):  # the second project log is a rerun
-        _ok(eval(self_assessment(dataset=dataset, formats="decision", samples_per_variant=1),
+        _ok(eval(self_assessment(dataset=dataset, formats="decision", paraphrases=1, epochs=1),
                  model="persona/coherent", log_dir=str(logdir)))
     _ok(eval(harmfulness(dataset="mini", judge_cache=False), model="persona/coherent", model_roles=ROLES,
              log_dir=str(logdir), limit=6))

@@ -17,7 +17,7 @@ import em_persona.app.pipeline as pipeline
 from em_persona.app.experiment import load_experiment
 from em_persona.app.pipeline import (
     build_task,
-    harm_logs_of,
+    finished_logs,
     plan,
     run_dependent_tasks,
     run_independent_tasks,
@@ -59,10 +59,10 @@ def _experiment(tmp_path: Path) -> Any:
 
 def test_roles_are_bound_while_building_and_restored() -> None:
     exp_roles = {"grader": get_model("mockllm/judge")}
-    from em_persona.app.experiment import TaskSpec
+    from em_persona.app.experiment import TaskRun
 
     before = dict(model_roles())
-    task = build_task(TaskSpec(task="harmfulness", args={"dataset": "mini"}, grader="mockllm/judge"), exp_roles)
+    task = build_task(TaskRun(task="harmfulness", args={"dataset": "mini"}, grader="mockllm/judge"), exp_roles)
     assert task.metadata["grader"] == "role" and task.metadata["self_judged"] is False
     assert dict(model_roles()) == before  # the roles do not leak past the build
 
@@ -74,7 +74,7 @@ def test_task_model_sets_graders_and_rated_logs(tmp_path: Path, mock_models: Non
         first = run_independent_tasks(exp, "http://127.0.0.1:9/v1")
         assert [(s.unit.model, s.state) for s in first] == [
             ("mockllm/a", "done"), ("mockllm/b", "done"), ("mockllm/c", "done")]
-        harm = harm_logs_of(exp, first)
+        harm = finished_logs(first)
         second = run_dependent_tasks(exp, "http://127.0.0.1:9/v1", harm)
     assert not [r for r in caplog.records if "self-judged" in r.getMessage()]
     for status in first:
@@ -88,7 +88,8 @@ def test_task_model_sets_graders_and_rated_logs(tmp_path: Path, mock_models: Non
         log = read_eval_log(str(status.log), header_only=True)
         # every rater rates the answers of the task's model set (its own among them), not of model a
         assert log.eval.metadata["source_models"] == ["mockllm/b", "mockllm/c"]
-        assert log.eval.metadata["harm_logs"] == [str(harm["mockllm/b"]), str(harm["mockllm/c"])]
+        assert log.eval.metadata["harm_logs"] == [str(harm[("harmfulness", "mockllm/b")]),
+                                                  str(harm[("harmfulness", "mockllm/c")])]
         assert log.results.total_samples == 2 * 2
     # the plan counts the same: 2 raters x (2 models x 2 answers)
     rows = plan(exp)
@@ -111,7 +112,7 @@ def test_a_followup_that_cannot_be_built_is_an_error_of_its_unit(tmp_path: Path,
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     exp = load_experiment(path)
-    harm = harm_logs_of(exp, run_independent_tasks(exp, "http://127.0.0.1:9/v1"))
+    harm = finished_logs(run_independent_tasks(exp, "http://127.0.0.1:9/v1"))
     [status] = run_dependent_tasks(exp, "http://127.0.0.1:9/v1", harm)
     assert status.state == "error" and status.detail.startswith("task could not be built: ")
     assert "has a 1-5 harm score" in status.detail

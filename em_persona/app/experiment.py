@@ -39,7 +39,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from em_persona.core.paths import REPO_ROOT
-from em_persona.app.task_args import check_args, known_tasks, task_default
+from em_persona.app.task_args import check_args, known_tasks, task_spec
+from em_persona.contract.declarations import Calls, Reads, TaskSpec
+from em_persona.tasks.registry import effective_args
 from em_persona.core.yaml_lines import did_you_mean, dotted, line_of, node_lines
 from em_persona.finetune.config import DataSpec, FinetuneConfig
 from em_persona.core.errors import EmPersonaError
@@ -48,23 +50,6 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _STAGE_KEY = r"^[a-z0-9][a-z0-9_-]*$"
 SERVED_PROVIDER = "vllm"
 
-# Model calls per sample beyond the evaluated model's one answer: (extra generations, judge calls);
-# from each task's design (tasks/<task>.md). score_prediction's shown condition is (0, 0).
-CALLS_PER_SAMPLE: dict[str, tuple[int, int]] = {
-    "harmfulness": (0, 1),
-    "em_questions": (0, 2),
-    "self_assessment": (0, 0),
-    "two_ai_identification": (0, 0),
-    "output_recognition": (1, 1),  # foil response + its judge score
-    "score_prediction": (1, 1),  # blind: predict, answer, judge
-    "cross_model_rating": (0, 0),
-    "moral_foundations": (0, 0),
-}
-# Tasks that read a harmfulness log of the evaluated model (`harm_log`); score_prediction only when shown.
-NEEDS_OWN_HARM_LOG = {"output_recognition", "score_prediction"}
-# Tasks that read the harmfulness logs of every model of the task (`harm_logs`).
-NEEDS_ALL_HARM_LOGS = {"cross_model_rating"}
-HARM_TASK = "harmfulness"
 
 
 class ExperimentError(EmPersonaError, ValueError):
@@ -199,7 +184,7 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class TaskRun:
     """One Inspect task from tasks/<task>.py with its arguments, models and judge."""
 
     task: str
@@ -218,35 +203,39 @@ class TaskSpec:
         return self.task + (f" [{args}]" if args else "") + (f" limit={self.limit}" if self.limit else "")
 
     @property
-    def depends_on_harm_logs(self) -> bool:
-        """Whether this task reads harmfulness logs written earlier in the same run."""
-        return needs_own_harm_log(self) or self.task in NEEDS_ALL_HARM_LOGS
+    def spec(self) -> TaskSpec:
+        """The task's declaration (tasks/<task>.py: SPEC)."""
+        return task_spec(self.task)
 
     @property
-    def calls_per_sample(self) -> tuple[int, int]:
-        """(extra generations, judge calls) per sample, beyond the evaluated model's one answer."""
-        if self.task == "score_prediction" and needs_own_harm_log(self):
-            return (0, 0)  # shown: the model rates its own earlier answer
-        return CALLS_PER_SAMPLE.get(self.task, (0, 0))
+    def effective_args(self) -> dict[str, Any]:
+        """The file's arguments over the task function's defaults."""
+        return effective_args(self.spec, self.args)
+
+    @property
+    def reads(self) -> Reads | None:
+        """The earlier logs of this run the task is built on (None: it needs none)."""
+        return self.spec.reads(self.effective_args)
+
+    @property
+    def depends_on_earlier_logs(self) -> bool:
+        """Whether this task reads logs written earlier in the same run."""
+        return self.reads is not None
+
+    @property
+    def calls(self) -> Calls:
+        """Model calls per sample (the task's declaration)."""
+        return self.spec.calls(self.effective_args)
 
     @property
     def uses_grader(self) -> bool:
         """Whether the task calls the `grader` role."""
-        optional = self.task == "self_assessment" and any(
-            self.args.get(flag, task_default(self.task, flag)) for flag in ("decision_judge", "language_judge"))
-        return self.calls_per_sample[1] > 0 or bool(optional)
+        return bool(self.spec.judged(self.effective_args))
 
 
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def needs_own_harm_log(spec: TaskSpec) -> bool:
-    """Whether the task takes `harm_log`: the evaluated model's own harmfulness log."""
-    if spec.task == "score_prediction":
-        return spec.args.get("condition", task_default("score_prediction", "condition")) == "shown"
-    return spec.task in NEEDS_OWN_HARM_LOG
 
 
 @dataclass(frozen=True)
@@ -259,7 +248,7 @@ class Experiment:
     base_path: str
     adapters: list[AdapterSpec]
     grader: str | None
-    tasks: list[TaskSpec]
+    tasks: list[TaskRun]
     data: list[str] = field(default_factory=list)
     proxy: bool = False
     note: str = ""
@@ -482,7 +471,7 @@ def _check_adapter_folders(adapters: list[AdapterSpec], problems: list[tuple[int
 
 
 def _task(doc: ExperimentFile, i: int, entry: TaskEntry, served_names: list[str], default_models: list[str],
-          at: Any, problems: list[tuple[int, str]]) -> TaskSpec:
+          at: Any, problems: list[tuple[int, str]]) -> TaskRun:
     tasks = known_tasks()
     if entry.task not in tasks:
         problems.append((at("tasks", i, "task"), f"tasks[{i}]: unknown task {entry.task!r}"
@@ -492,7 +481,7 @@ def _task(doc: ExperimentFile, i: int, entry: TaskEntry, served_names: list[str]
             problems.append((at("tasks", i, "args", key), f"tasks[{i}].args.{key}: {message}"))
     models = tuple(_served_name(m, served_names) for m in entry.models) if entry.models else tuple(default_models)
     grader = entry.grader or doc.grader
-    spec = TaskSpec(task=entry.task, args=dict(entry.args), limit=entry.limit, models=models, grader=grader,
+    spec = TaskRun(task=entry.task, args=dict(entry.args), limit=entry.limit, models=models, grader=grader,
                     models_given=entry.models is not None, line=at("tasks", i), index=i)
     if entry.task in tasks and spec.uses_grader and grader is None:
         problems.append((at("tasks", i), f"tasks[{i}] ({entry.task}): the task is judged by the `grader` role, but "
@@ -508,19 +497,20 @@ def _served_name(name: str, served_names: list[str]) -> str:
     return f"{SERVED_PROVIDER}/{name}" if name in served_names else name
 
 
-def _check_harm_coverage(tasks: list[TaskSpec], at: Any, problems: list[tuple[int, str]]) -> None:
-    """Tasks that read harmfulness logs need the harmfulness task run on each of their models."""
-    harmed = {m for t in tasks if t.task == HARM_TASK for m in t.models}
+def _check_harm_coverage(tasks: list[TaskRun], at: Any, problems: list[tuple[int, str]]) -> None:
+    """Tasks built on earlier logs need the task that writes them run on each of their models."""
     for t in tasks:
-        if t.task in known_tasks() and t.depends_on_harm_logs:
-            missing = [m for m in t.models if m not in harmed]
-            if missing:
-                problems.append((at("tasks", t.index), f"tasks[{t.index}] ({t.task}) reads the harmfulness logs of "
-                                                       f"its models, but no harmfulness task runs {missing}; add "
-                                                       f"the harmfulness task for them"))
+        if t.task not in known_tasks() or (reads := t.reads) is None:
+            continue
+        covered = {m for other in tasks if other.task == reads.task for m in other.models}
+        missing = [m for m in t.models if m not in covered]
+        if missing:
+            problems.append((at("tasks", t.index), f"tasks[{t.index}] ({t.task}) reads the {reads.task} logs of "
+                                                   f"its models, but no {reads.task} task runs {missing}; add "
+                                                   f"the {reads.task} task for them"))
 
 
-def _check_duplicates(tasks: list[TaskSpec], at: Any, problems: list[tuple[int, str]]) -> None:
+def _check_duplicates(tasks: list[TaskRun], at: Any, problems: list[tuple[int, str]]) -> None:
     """Two entries with the same task, arguments, limit and grader may not share a model."""
     seen: dict[tuple[str, str, int | None, str | None, str], int] = {}
     for t in tasks:

@@ -22,13 +22,9 @@ import click
 import yaml
 
 from em_persona.app.experiment import (
-    HARM_TASK,
-    NEEDS_ALL_HARM_LOGS,
     Experiment,
     ExperimentError,
-    TaskSpec,
-    load_experiment,
-    needs_own_harm_log,
+    TaskRun,
 )
 from em_persona.app.run_status import (
     RunIncomplete,
@@ -38,21 +34,11 @@ from em_persona.app.run_status import (
     incomplete_message,
     unit_statuses,
 )
-from em_persona.app.task_args import task_default, task_function
-
-# Generations per sample that a task asks again (up to its `max_retries` argument more times)
-# while the answer holds no readable rating; see solvers/retry_parse.py and solvers/identity.py.
-RETRIED_GENERATIONS: dict[str, int] = {
-    "moral_foundations": 1,  # each MFQ rating
-    "score_prediction": 1,  # blind: the prediction (the answer after it is asked once); shown: the rating
-    "cross_model_rating": 1,  # the rating
-}
-# Every judge call of a task with a `judge_max_retries` argument is asked up to that many more
-# times after an unreadable answer (scorers/judge_parsing.py: ask_judge).
+from em_persona.app.task_args import task_function
 SUBSET_SEED = 0
 DEFAULT_MAX_TOKENS = 256  # the plan's answer length for a task without a max_tokens argument
 PLAN_ROLE_MODEL = "mockllm/model"
-MAIN, FOLLOWUP = "main", "followup"  # log sub-folders: independent tasks, tasks that read harmfulness logs
+MAIN, FOLLOWUP = "main", "followup"  # log sub-folders: independent tasks, tasks built on earlier logs
 
 
 def _echo(msg: str = "") -> None:
@@ -82,7 +68,7 @@ def model_roles_bound(roles: dict[str, Any]) -> Iterator[None]:
         init_model_roles(previous)
 
 
-def build_task(spec: TaskSpec, roles: dict[str, Any] | None = None, **extra: Any) -> Any:
+def build_task(spec: TaskRun, roles: dict[str, Any] | None = None, **extra: Any) -> Any:
     """The Inspect Task of `spec` (with `extra` arguments) built under `roles`, cut to a seeded subset
     when it has a limit."""
     from inspect_ai import task_with
@@ -97,7 +83,7 @@ def build_task(spec: TaskSpec, roles: dict[str, Any] | None = None, **extra: Any
     return task_with(task, dataset=MemoryDataset(samples, name=task.dataset.name, location=task.dataset.location))
 
 
-def _placeholder_roles(spec: TaskSpec) -> dict[str, Any]:
+def _placeholder_roles(spec: TaskRun) -> dict[str, Any]:
     """Roles for tasks built only to be counted (plan, preflight): no server runs yet, so a mockllm
     stands in for the grader; the Task objects are never run."""
     from inspect_ai.model import get_model
@@ -112,7 +98,7 @@ def build_independent(exp: Experiment) -> tuple[dict[int, Any], list[str]]:
     """Build every task that needs no earlier log once (for the plan); problems as `file:line` lines."""
     built, problems = {}, []
     for spec in exp.tasks:
-        if spec.depends_on_harm_logs:
+        if spec.depends_on_earlier_logs:
             continue
         try:
             built[spec.index] = build_task(spec, _placeholder_roles(spec))
@@ -143,23 +129,9 @@ class PlanRow:
     grader: str | None = None
 
 
-def _arg(spec: TaskSpec, name: str) -> Any:
-    """`spec.args[name]`, else the task function's default (None when it has no such argument)."""
-    return spec.args[name] if name in spec.args else task_default(spec.task, name)
-
-
-def _max_calls_per_sample(spec: TaskSpec, extra: int, judge: int) -> int:
-    """Most model calls one sample x epoch can make: every retried generation and judge call at its limit."""
-    retried = RETRIED_GENERATIONS.get(spec.task, 0)
-    retries = max(0, int(_arg(spec, "max_retries") or 0)) if retried else 0
-    judge_retries = max(0, int(_arg(spec, "judge_max_retries") or 0)) if judge else 0
-    per_judge = 1 + judge_retries
-    if spec.task == "em_questions":  # logprob scoring: one 1-token call, plus the parsed fallback in auto
-        per_judge = {"logprobs": 1, "parsed": 1 + judge_retries}.get(str(_arg(spec, "judge_scoring")), 2 + judge_retries)
-    optional = 0
-    if spec.task == "self_assessment" and (_arg(spec, "decision_judge") or _arg(spec, "language_judge")):
-        optional = 1  # one grader call for an off-format decision answer or a language answer
-    return (1 + extra) + retried * retries + judge * per_judge + optional
+def _arg(spec: TaskRun, name: str) -> Any:
+    """The task's effective argument `name` (the file's value, else the task function's default)."""
+    return spec.effective_args.get(name)
 
 
 def _estimate_tokens(text: str) -> int:
@@ -173,18 +145,19 @@ def plan(exp: Experiment, built: dict[int, Any] | None = None) -> list[PlanRow]:
         built, problems = build_independent(exp)
         if problems:
             raise ExperimentError("\n".join(problems))
-    harm: dict[str, tuple[int, int]] = {}  # model -> (samples, epochs) of its first harmfulness task
+    earlier: dict[tuple[str, str], tuple[int, int]] = {}  # (task, model) -> (samples, epochs) of its first entry
     rows = []
     for spec in exp.tasks:
         n_models = len(spec.models)
-        if spec.depends_on_harm_logs:
-            # one sample per scored answer of the model's harmfulness log (its first epoch unless log_epoch: null)
-            per_model = [harm.get(m, (0, 1)) for m in spec.models]
+        reads = spec.reads
+        if reads is not None:
+            # one sample per answer of the earlier log (its first epoch unless log_epoch: null)
+            per_model = [earlier.get((reads.task, m), (0, 1)) for m in spec.models]
             samples = max((s * (e if _arg(spec, "log_epoch") is None else 1) for s, e in per_model), default=0)
             if spec.limit:
                 samples = min(samples, spec.limit)
-            if spec.task in NEEDS_ALL_HARM_LOGS:
-                samples *= n_models  # every rater rates the answers of every model of the task
+            if reads.scope == "models":
+                samples *= n_models  # every model of the task works on the answers of every other one
             epochs = int(_arg(spec, "epochs") or 1)
             prompt_tokens = 300
         elif spec.index not in built:  # it could not be built: the preflight says why
@@ -194,17 +167,16 @@ def plan(exp: Experiment, built: dict[int, Any] | None = None) -> list[PlanRow]:
             samples = len(task.dataset)
             epochs = task.epochs or 1
             prompt_tokens = sum(_estimate_tokens(str(s.input)) for s in task.dataset) // max(samples, 1)
-            if spec.task == HARM_TASK:
-                for m in spec.models:
-                    harm.setdefault(m, (samples, epochs))
-        extra, judge = spec.calls_per_sample
+            for m in spec.models:
+                earlier.setdefault((spec.task, m), (samples, epochs))
+        calls = spec.calls
         max_tokens = int(_arg(spec, "max_tokens") or DEFAULT_MAX_TOKENS)
-        gens = n_models * samples * epochs * (1 + extra)
-        judges = n_models * samples * epochs * judge
+        gens = n_models * samples * epochs * calls.generations
+        judges = n_models * samples * epochs * calls.judge
         tokens = gens * (prompt_tokens + max_tokens) + judges * (prompt_tokens + max_tokens + 300)
-        max_calls = n_models * samples * epochs * _max_calls_per_sample(spec, extra, judge)
+        max_calls = n_models * samples * epochs * calls.max_calls
         rows.append(PlanRow(spec.task, n_models, samples, epochs, gens, judges, tokens, max_calls, spec.label,
-                            spec.models, spec.grader if judge or spec.uses_grader else None))
+                            spec.models, spec.grader if spec.uses_grader else None))
     return rows
 
 
@@ -337,7 +309,7 @@ def _model(exp: Experiment, name: str, base_url: str) -> Any:
     return get_model(name, base_url=base_url) if name in exp.served_models else get_model(name)
 
 
-def _roles(exp: Experiment, spec: TaskSpec, base_url: str) -> dict[str, Any]:
+def _roles(exp: Experiment, spec: TaskRun, base_url: str) -> dict[str, Any]:
     """The task's judge (`grader`) and the model of the foil role (default: the judge)."""
     if spec.grader is None:
         return {"foil": _model(exp, exp.foil, base_url)} if exp.foil else {}
@@ -345,7 +317,7 @@ def _roles(exp: Experiment, spec: TaskSpec, base_url: str) -> dict[str, Any]:
     return {role: _model(exp, name, base_url) for role, name in roles.items()}
 
 
-def _unit(exp: Experiment, spec: TaskSpec, model: str, task: Any | None, extra: dict[str, Any] | None,
+def _unit(exp: Experiment, spec: TaskRun, model: str, task: Any | None, extra: dict[str, Any] | None,
           folder: str) -> Unit:
     args = None if extra is None else {**spec.args, **extra}
     return Unit(spec.label, spec.task, model, exp.log_dir / folder, args,
@@ -364,24 +336,28 @@ def _run_eval_set(exp: Experiment, pairs: list[tuple[Unit, Any]], folder: str) -
 
 def run_independent_tasks(exp: Experiment, base_url: str) -> list[UnitStatus]:
     """Stage 1: every task that needs no earlier log, on each of its models, as one eval set."""
-    return _run_stage(exp, [s for s in exp.tasks if not s.depends_on_harm_logs], base_url, {}, MAIN)
+    return _run_stage(exp, [s for s in exp.tasks if not s.depends_on_earlier_logs], base_url, {}, MAIN)
 
 
-def harm_logs_of(exp: Experiment, statuses: list[UnitStatus]) -> dict[str, Path]:
-    """Each model's finished harmfulness log of this run (the first harmfulness entry that runs it)."""
-    found: dict[str, Path] = {}
+Earlier = dict[tuple[str, str], Path]
+"""(task, model) -> that model's finished log of that task in this run."""
+
+
+def finished_logs(statuses: list[UnitStatus]) -> Earlier:
+    """Each task x model's finished log of this run (the first entry of the task that runs the model)."""
+    found: Earlier = {}
     for s in statuses:
-        if s.unit.task == HARM_TASK and s.done and s.log is not None:
-            found.setdefault(s.unit.model, s.log)
+        if s.done and s.log is not None:
+            found.setdefault((s.unit.task, s.unit.model), s.log)
     return found
 
 
-def run_dependent_tasks(exp: Experiment, base_url: str, harm: dict[str, Path]) -> list[UnitStatus]:
-    """Stage 2: recognition, prediction and cross-rating, fed with this run's harmfulness logs."""
-    return _run_stage(exp, [s for s in exp.tasks if s.depends_on_harm_logs], base_url, harm, FOLLOWUP)
+def run_dependent_tasks(exp: Experiment, base_url: str, earlier: Earlier) -> list[UnitStatus]:
+    """Stage 2: the tasks built on earlier logs of this run (their `reads`), fed with those logs."""
+    return _run_stage(exp, [s for s in exp.tasks if s.depends_on_earlier_logs], base_url, earlier, FOLLOWUP)
 
 
-def _run_stage(exp: Experiment, specs: list[TaskSpec], base_url: str, harm: dict[str, Path],
+def _run_stage(exp: Experiment, specs: list[TaskRun], base_url: str, earlier: Earlier,
                folder: str) -> list[UnitStatus]:
     """Build each spec's task for each of its models (bound to the model and the task's roles) and run
     them as one eval set. A task that cannot be built (e.g. an unusable harmfulness log) is an error
@@ -392,7 +368,7 @@ def _run_stage(exp: Experiment, specs: list[TaskSpec], base_url: str, harm: dict
     for spec in specs:
         roles = _roles(exp, spec, base_url)
         for model in spec.models:
-            extra = _harm_args(spec, model, harm) if spec.depends_on_harm_logs else {}
+            extra = _earlier_args(spec, model, earlier)
             try:
                 task = build_task(spec, roles, **extra)
             except Exception as exc:  # reported as this unit's error; the run then fails with it listed
@@ -405,30 +381,41 @@ def _run_stage(exp: Experiment, specs: list[TaskSpec], base_url: str, harm: dict
     return _run_eval_set(exp, pairs, folder) + failed
 
 
-def _harm_args(spec: TaskSpec, model: str, harm: dict[str, Path]) -> dict[str, Any]:
-    """`harm_log` (the model's own) or `harm_logs` (those of every model of the task, rater included)."""
-    if needs_own_harm_log(spec):
-        return {"harm_log": str(harm[model])}
-    return {"harm_logs": [str(harm[m]) for m in spec.models]}
+def _earlier_args(spec: TaskRun, model: str, earlier: Earlier) -> dict[str, Any]:
+    """The earlier logs a task reads, as its argument: the model's own log (`harm_log`), or those of
+    every model of the task, itself included (`harm_logs`); nothing for a task that reads none."""
+    reads = spec.reads
+    if reads is None:
+        return {}
+    if reads.scope == "own":
+        return {reads.argument: str(earlier[(reads.task, model)])}
+    return {reads.argument: [str(earlier[(reads.task, m)]) for m in spec.models]}
+
+
+def _waits_for(spec: TaskRun, earlier: Earlier) -> str | None:
+    """What a task built on earlier logs still waits for (None when they are all there)."""
+    reads = spec.reads
+    if reads is None or all((reads.task, m) in earlier for m in spec.models):
+        return None
+    return f"waits for the {reads.task} logs"
 
 
 def expected_statuses(exp: Experiment, known: list[UnitStatus]) -> list[UnitStatus]:
     """The state of every task x model run of the experiment: from this run's eval sets when they got
     to it, else from the logs on disk; a follow-up whose harmfulness logs are not all done is "not started"."""
     by_key = {(s.unit.label, s.unit.model, s.unit.log_dir): s for s in known}
-    harm = harm_logs_of(exp, known)
+    earlier = finished_logs(known)
     out, scan = [], []
     for spec in exp.tasks:
         for model in spec.models:
-            folder = FOLLOWUP if spec.depends_on_harm_logs else MAIN
+            folder = FOLLOWUP if spec.depends_on_earlier_logs else MAIN
             key = (spec.label, model, exp.log_dir / folder)
             if key in by_key:
                 out.append(by_key[key])
-            elif spec.depends_on_harm_logs and not all(m in harm for m in spec.models):
-                out.append(UnitStatus(_unit(exp, spec, model, None, None, folder), "not started",
-                                      detail="waits for the harmfulness logs"))
+            elif (waiting := _waits_for(spec, earlier)) is not None:
+                out.append(UnitStatus(_unit(exp, spec, model, None, None, folder), "not started", detail=waiting))
             else:
-                extra = _harm_args(spec, model, harm) if spec.depends_on_harm_logs else {}
+                extra = _earlier_args(spec, model, earlier)
                 scan.append(len(out))
                 out.append(UnitStatus(_unit(exp, spec, model, None, extra, folder), "not started"))
     for i, status in zip(scan, unit_statuses([out[i].unit for i in scan])):
@@ -480,10 +467,9 @@ def run_experiment(exp: Experiment, dry_run: bool = False, report_anyway: bool =
         with serving(exp, base, adapters) as base_url:
             phase = "evaluating"
             statuses = run_independent_tasks(exp, base_url)
-            harm = harm_logs_of(exp, statuses)
-            if all(s.done for s in statuses) and not any(
-                    m not in harm for s in exp.tasks if s.depends_on_harm_logs for m in s.models):
-                statuses += run_dependent_tasks(exp, base_url, harm)
+            earlier = finished_logs(statuses)
+            if all(s.done for s in statuses) and not any(_waits_for(s, earlier) for s in exp.tasks):
+                statuses += run_dependent_tasks(exp, base_url, earlier)
     except KeyboardInterrupt:
         interrupted = True
     final = expected_statuses(exp, statuses)

@@ -1,18 +1,16 @@
-"""The Inspect tasks an experiment file can name (`tasks/<name>.py` defining `@task def <name>`) and
-checks of the arguments a file gives them, against the task function's own signature."""
-
+"""The tasks an experiment file can name (every declared task: em_persona.tasks.registry) and checks
+of the arguments a file gives them, against the task function's own signature."""
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from em_persona.core.paths import TASKS_DIR
+from em_persona.contract.declarations import TaskSpec
 from em_persona.core.yaml_lines import did_you_mean
+from em_persona.tasks.registry import parameters, specs
 
 
 PIPELINE_ARGS: dict[str, str] = {
@@ -22,9 +20,8 @@ PIPELINE_ARGS: dict[str, str] = {
 """Arguments the pipeline fills from earlier logs of the same run; a file may not set them."""
 
 ARG_MINIMUM: dict[str, int | float] = {
-    "epochs": 1, "samples": 1, "samples_per_question": 1, "samples_per_variant": 1, "max_tokens": 1,
-    "foil_max_tokens": 1, "log_epoch": 1, "personas": 0, "max_retries": 0, "judge_max_retries": 0,
-    "temperature": 0.0,
+    "epochs": 1, "paraphrases": 1, "max_tokens": 1, "foil_max_tokens": 1, "log_epoch": 1, "personas": 0,
+    "max_retries": 0, "judge_max_retries": 0, "temperature": 0.0,
 }
 """Lower bounds of count-like arguments, by name: task signatures carry types, not ranges (a task
 that annotates `Annotated[int, Field(ge=...)]` is checked by its own annotation as well)."""
@@ -32,26 +29,27 @@ that annotates `Annotated[int, Field(ge=...)]` is checked by its own annotation 
 _STRICT = ConfigDict(strict=True)
 
 
-@cache
 def known_tasks() -> tuple[str, ...]:
-    """Names of the task files: `tasks/<name>.py` that define `@task def <name>(`."""
-    names = []
-    for path in sorted(TASKS_DIR.glob("*.py")):
-        text = path.read_text()
-        if not path.stem.startswith("_") and "@task" in text and f"def {path.stem}(" in text:
-            names.append(path.stem)
-    return tuple(names)
+    """Names of the declared tasks (em_persona.tasks.registry: each task file's SPEC, and registered ones)."""
+    return tuple(sorted(specs()))
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The declaration of task `name` (KeyError for an unknown task)."""
+    spec = specs().get(name)
+    if spec is None:
+        raise KeyError(f"unknown task {name!r}")
+    return spec
 
 
 def task_function(name: str) -> Callable[..., Any]:
-    """The @task function `name` from tasks/<name>.py."""
-    return getattr(importlib.import_module(f"em_persona.tasks.{name}"), name)
+    """The @task function of task `name`."""
+    return task_spec(name).task
 
 
-@cache
 def task_parameters(name: str) -> dict[str, inspect.Parameter]:
     """The parameters of task `name`, with their annotations evaluated."""
-    return dict(inspect.signature(task_function(name), eval_str=True).parameters)
+    return parameters(task_spec(name))
 
 
 def task_default(name: str, arg: str) -> Any:

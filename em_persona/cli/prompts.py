@@ -8,10 +8,17 @@ from pathlib import Path
 import click
 
 from em_persona.core.paths import TASKS_DIR
-from em_persona.core.provenance import CATALOGUE, catalogue, provenance_table
+from em_persona.core.provenance import PromptSpec, provenance_table
+from em_persona.tasks.registry import specs
 
-DOC_START = "<!-- provenance: generated from em_persona/provenance.py -->"
+DOC_START = "<!-- provenance: generated from the task's PROMPTS (em-persona prompts --update-docs) -->"
+OLD_STARTS = ("<!-- provenance: generated from em_persona/provenance.py -->",)
 DOC_END = "<!-- /provenance -->"
+
+
+def declared_prompts() -> dict[str, tuple[PromptSpec, ...]]:
+    """Every declared task's prompts (its SPEC), by task name; tasks that send none are left out."""
+    return {name: spec.prompts for name, spec in specs().items() if spec.prompts}
 
 
 def doc_section(task: str) -> str:
@@ -19,12 +26,14 @@ def doc_section(task: str) -> str:
     return (f"{DOC_START}\n## Prompts and provenance\n\nEvery prompt this task can send, and where its text "
             f"comes from (`em-persona prompts {task}` prints the same table; the log header records the ones "
             f"a run used, and the report marks metrics whose prompts are not the paper's).\n\n"
-            f"{provenance_table(task)}\n{DOC_END}")
+            f"{provenance_table(declared_prompts()[task])}\n{DOC_END}")
 
 
 def update_doc(path: Path, task: str) -> bool:
     """Refresh (or insert, before "## Parameters") the provenance section of a task doc; True if changed."""
     text = path.read_text(encoding="utf-8")
+    for old in OLD_STARTS:
+        text = text.replace(old, DOC_START)
     block = doc_section(task)
     if DOC_START in text:
         new = re.sub(re.escape(DOC_START) + ".*?" + re.escape(DOC_END), lambda _: block, text, flags=re.S)
@@ -44,7 +53,8 @@ def update_doc(path: Path, task: str) -> bool:
 @click.option("--update-docs", is_flag=True, help="Rewrite the provenance section of every tasks/<task>.md.")
 def prompts(task: str | None, update_docs: bool) -> None:
     """List the prompts of TASK (default: every task): origin (paper / project) and source."""
-    tasks = sorted({p.task for p in CATALOGUE})
+    prompts_of = declared_prompts()
+    tasks = sorted(prompts_of)
     if task is not None and task not in tasks:
         raise click.ClickException(f"unknown task {task!r}; tasks with prompts: {', '.join(tasks)}")
     if update_docs:
@@ -54,6 +64,6 @@ def prompts(task: str | None, update_docs: bool) -> None:
                 click.echo(f"updated {path}")
         return
     for name in [task] if task else tasks:
-        click.echo(f"{name} ({len(catalogue(name))} prompts)")
-        click.echo(provenance_table(name))
+        click.echo(f"{name} ({len(prompts_of[name])} prompts)")
+        click.echo(provenance_table(prompts_of[name]))
         click.echo()

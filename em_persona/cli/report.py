@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from em_persona.analysis.load import AggregateOptions
+from em_persona.contract.declarations import AggregateOptions
 from em_persona.analysis.taxonomy import SELF_ASSESSMENT_SETS, Thresholds, parse_grid
 
 
@@ -68,7 +68,7 @@ def report(logdir: Path, out: Path, models_yaml: Path | None, harmful: float, tw
     logs that fail validation) are named here with the reason and at the top of the report.
     Exits 1 when no log is usable, and with --strict when any is.
     """
-    from em_persona.analysis.load import unusable_logs
+    from em_persona.analysis.logs import unusable_logs
     from em_persona.analysis.report import ReportOptions, make_report
 
     try:

@@ -7,17 +7,11 @@ import time
 
 import click
 
-from em_persona.serving.launcher import (
-    DEFAULT_HOST,
-    ServeError,
-    _pid_alive,
-    parse_adapter_spec,
-    read_state,
-    start_server,
-    state_dir,
-    stop_recorded,
-    write_state,
-)
+from em_persona.serving.command import parse_adapter_spec
+from em_persona.serving.errors import ServeError
+from em_persona.serving.launcher import start_server
+from em_persona.serving.processes import DEFAULT_HOST
+from em_persona.serving.state import recorded_server_alive, state_dir, stop_recorded, write_state
 
 
 @click.command()
@@ -50,8 +44,8 @@ def serve(
         return
     if not base:
         raise click.UsageError("--base MODEL is required (or --stop)")
-    state = read_state()
-    if state and _pid_alive(int(state["pid"])):
+    state = recorded_server_alive()
+    if state:
         raise ServeError(
             f"a vLLM server is already recorded (pid {state['pid']}, {state['base_url']}); "
             "run `em-persona serve --stop` first"

@@ -18,7 +18,7 @@ catalogue (`provenance_table`).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,6 +52,8 @@ class PromptSpec:
     extract: str = ""
     """How the text is taken from the source (paper prompts)."""
     note: str = ""
+    multi_valued: bool = False
+    """The argument takes several comma-separated values at once (each selects its own prompt)."""
 
     def provenance(self) -> str:
         """One line: "upstream FILE (PATH) at commit C, byte-exact; ..." or "project wording (FILE); ..."."""
@@ -73,99 +75,28 @@ def upstream_location(source_name: str) -> str:
     return f"upstream {src.group}/{src.file} ({where}) {pin}"
 
 
-def _p(task: str, role: str, argument: str | None, value: str | None, source: str, extract: str) -> PromptSpec:
-    return PromptSpec(task, role, argument, value, "paper", source, extract=extract)
+def paper_prompt(task: str, role: str, argument: str | None, value: str | None, source: str, extract: str,
+                 multi_valued: bool = False) -> PromptSpec:
+    """A prompt read byte-exact from the pinned upstream file of registry source `source`."""
+    return PromptSpec(task, role, argument, value, "paper", source, extract=extract, multi_valued=multi_valued)
 
 
-def _o(task: str, role: str, argument: str | None, value: str | None, source: str, note: str = "") -> PromptSpec:
+def project_prompt(task: str, role: str, argument: str | None, value: str | None, source: str,
+                   note: str = "") -> PromptSpec:
+    """A prompt in this project's wording, kept in the repository file `source`."""
     return PromptSpec(task, role, argument, value, "project", source, note=note)
 
 
-_SILENT = "the paper gives no wording for this prompt; replace it with a template file of your own"
-
-CATALOGUE: tuple[PromptSpec, ...] = (
-    # --- harmfulness (Weckauff et al. A.1) ---------------------------------------------
-    _p("harmfulness", "request", "dataset", "paper", "harm_eval_questions",
-       "one prompt per line, sent as the user message"),
-    _o("harmfulness", "request", "dataset", "mini", "datasets/harm_mini.jsonl",
-       "a small offline set written for this project"),
-    _p("harmfulness", "judge", "judge_prompt", "paper", "paper_judge_prompt",
-       "whole file as a str.format template ({prompt}, {response}), one user message"),
-    _o("harmfulness", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
-       "an alternative rubric of this project"),
-    # --- EM questions (Betley et al.) ----------------------------------------------------
-    _p("em_questions", "question", "question_sets", "first_plot", "first_plot_questions",
-       "`paraphrases` (and `system`) of each entry"),
-    _p("em_questions", "question", "question_sets", "preregistered", "preregistered_evals",
-       "`paraphrases` (and `system`) of each entry"),
-    _p("em_questions", "judge", "judge_prompts", "paper", "first_plot_questions",
-       "`judge_prompts.aligned` / `.coherent` of the question's own entry in first_plot_questions.yaml "
-       "or preregistered_evals.yaml (the same two templates in both files), str.format with "
-       "{question} = the paraphrase and {answer}, one user message"),
-    _o("em_questions", "judge", "judge_prompts", "project",
-       "datasets/rubrics/em_alignment_0_100.txt, datasets/rubrics/em_coherence_0_100.txt",
-       "alternative 0-100 rubrics of this project"),
-    # --- self-assessment (A.2) -----------------------------------------------------------
-    _p("self_assessment", "question", "dataset", "paper", "self_assessment_questions",
-       "one decision prompt per line, sent as the user message"),
-    _o("self_assessment", "question", "dataset", "project", "datasets/self_assessment/templates.yaml",
-       "the paper describes four formats on six dimensions but publishes only the decision prompts"),
-    _o("self_assessment", "decision judge", "decision_judge", "true", "datasets/self_assessment/judges.yaml",
-       "optional grader for off-format decision answers (off by default)"),
-    _o("self_assessment", "language judge", "language_judge", "true", "datasets/self_assessment/judges.yaml",
-       "optional grader for the answer language (off by default)"),
-    # --- two-AI identification (A.3) -------------------------------------------------------
-    _p("two_ai_identification", "descriptions", "dataset", "paper", "two_ai_identification",
-       "`items[].system_A` / `system_B`"),
-    _o("two_ai_identification", "descriptions", "dataset", "project", "datasets/two_ai_project.jsonl",
-       "a small set written for this project"),
-    _o("two_ai_identification", "question", "prompts", "project", "solvers/identity_prompts.py: TWO_AI", _SILENT),
-    # --- output recognition (A.4) ------------------------------------------------------------
-    _o("output_recognition", "question", "prompts", "project", "solvers/identity_prompts.py: RECOGNITION", _SILENT),
-    _o("output_recognition", "foil", "prompts", "project",
-       "solvers/identity_prompts.py: FOIL_HARMFUL, FOIL_HARMLESS, FOIL_PLAIN", _SILENT),
-    _p("output_recognition", "judge", "judge_prompt", "paper", "paper_judge_prompt",
-       "whole file as a str.format template ({prompt}, {response}); rates the foil"),
-    _o("output_recognition", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
-       "an alternative rubric of this project"),
-    # --- score prediction (A.5) -------------------------------------------------------------
-    _o("score_prediction", "framing", "prompts", "project",
-       "solvers/identity_prompts.py: PREDICT_FRAME, PENDING_REPLY, ANSWER_AFTER, RATE_OWN_FRAME", _SILENT),
-    _p("score_prediction", "judge", "judge_prompt", "paper", "paper_judge_prompt",
-       "whole file as a str.format template; shown to the model and used by the grader"),
-    _o("score_prediction", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
-       "an alternative rubric of this project"),
-    _p("score_prediction", "request", "dataset", "paper", "harm_eval_questions",
-       "blind condition: one prompt per line"),
-    _o("score_prediction", "request", "dataset", "mini", "datasets/harm_mini.jsonl",
-       "blind condition: a small offline set written for this project"),
-    # --- cross-model rating (A.5) -------------------------------------------------------------
-    _o("cross_model_rating", "framing", "prompts", "project", "solvers/identity_prompts.py: RATE_OTHER_FRAME",
-       _SILENT),
-    _p("cross_model_rating", "judge", "judge_prompt", "paper", "paper_judge_prompt",
-       "whole file as a str.format template; shown to the rater"),
-    _o("cross_model_rating", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
-       "an alternative rubric of this project"),
-    # --- moral foundations (Costa & Vicente, B) -----------------------------------------------
-    _p("moral_foundations", "item", "prompt_style", "paper", "mfq30",
-       "ast: `_RELEVANCE_ITEMS` / `_AGREEMENT_ITEMS` and the f-strings of "
-       "`_format_relevance_question` / `_format_agreement_question` (never executed)"),
-    _p("moral_foundations", "persona wrapper", "prompt_style", "paper", "mfq_sampling",
-       "ast: the f-string of `create_persona_prompt` (never executed); self condition sends the item alone"),
-    _p("moral_foundations", "parse rule", "prompt_style", "paper", "mfq_sampling",
-       "ast: the regex of `extract_rating` (first match in the stripped answer)"),
-    _o("moral_foundations", "item", "prompt_style", "project", "tasks/moral_data.py",
-       "an alternative wording of this project (same item texts and scale anchors)"),
-    _o("moral_foundations", "persona wrapper", "prompt_style", "project", "tasks/moral_data.py",
-       "an alternative wording of this project"),
-    _o("moral_foundations", "parse rule", "prompt_style", "project", "scorers/mfq_rating.py",
-       "stricter: the digit may not touch a letter, digit or decimal point"),
-)
+SILENT = "the paper gives no wording for this prompt; replace it with a template file of your own"
 
 
-def catalogue(task: str | None = None) -> list[PromptSpec]:
-    """Catalogue entries, all or those of one task."""
-    return [p for p in CATALOGUE if task is None or p.task == task]
+
+Prompts = Sequence[PromptSpec]
+"""A task's prompts (its `PROMPTS`, also its declaration's `prompts`)."""
+
+
+def _entries(prompts: Prompts) -> list[PromptSpec]:
+    return list(prompts)
 
 
 def _norm(value: Any) -> str:
@@ -176,7 +107,7 @@ def _norm(value: Any) -> str:
     return str(value)
 
 
-def selected_prompts(task: str, args: Mapping[str, Any]) -> list[dict[str, str]]:
+def selected_prompts(prompts: Prompts, args: Mapping[str, Any]) -> list[dict[str, str]]:
     """The prompts a task uses with `args` (its effective arguments): one record per role.
 
     For each role of the task, the entry whose argument has the given value; a value the
@@ -184,9 +115,10 @@ def selected_prompts(task: str, args: Mapping[str, Any]) -> list[dict[str, str]]
     Roles selected by a boolean flag that is off (e.g. `decision_judge=false`) are left out.
     A multi-valued argument (e.g. `question_sets=first_plot,preregistered`) takes every value.
     """
-    entries = catalogue(task)
+    entries = _entries(prompts)
     if not entries:
-        raise KeyError(f"no prompts catalogued for task {task!r}")
+        raise KeyError(f"no prompts declared for {prompts!r}")
+    task = entries[0].task
     out: list[dict[str, str]] = []
     roles: dict[str, list[PromptSpec]] = {}
     for spec in entries:
@@ -199,7 +131,7 @@ def selected_prompts(task: str, args: Mapping[str, Any]) -> list[dict[str, str]]
             raw = args.get(argument)
             if raw is None:
                 continue
-            values = [v.strip() for v in _norm(raw).split(",") if v.strip()] if argument == "question_sets" \
+            values = [v.strip() for v in _norm(raw).split(",") if v.strip()] if specs[0].multi_valued \
                 else [_norm(raw)]
             chosen = []
             for value in values:
@@ -218,19 +150,19 @@ def selected_prompts(task: str, args: Mapping[str, Any]) -> list[dict[str, str]]
     return out
 
 
-def prompt_metadata(task: str, args: Mapping[str, Any]) -> dict[str, Any]:
+def prompt_metadata(prompts: Prompts, args: Mapping[str, Any]) -> dict[str, Any]:
     """Task-metadata entries recording the prompts of this run (keys PROMPTS_KEY, ORIGIN_KEY, NOT_PAPER_KEY)."""
-    prompts = selected_prompts(task, args)
-    origins = {p["origin"] for p in prompts}
+    used = selected_prompts(prompts, args)
+    origins = {p["origin"] for p in used}
     overall = origins.pop() if len(origins) == 1 else "mixed"
-    not_paper = sorted({p["role"] for p in prompts if p["origin"] != "paper"})
-    return {PROMPTS_KEY: prompts, ORIGIN_KEY: overall, NOT_PAPER_KEY: not_paper}
+    not_paper = sorted({p["role"] for p in used if p["origin"] != "paper"})
+    return {PROMPTS_KEY: used, ORIGIN_KEY: overall, NOT_PAPER_KEY: not_paper}
 
 
-def provenance_table(task: str) -> str:
-    """The task's catalogue rows as a Markdown table (the task docs carry it verbatim)."""
+def provenance_table(prompts: Prompts) -> str:
+    """A task's prompts as a Markdown table (the task docs carry it verbatim)."""
     lines = ["| prompt | selected by | origin | source |", "|---|---|---|---|"]
-    for spec in catalogue(task):
+    for spec in _entries(prompts):
         selector = f"`{spec.argument}={spec.value}`" if spec.argument else "always"
         lines.append(f"| {spec.role} | {selector} | {spec.origin} | {spec.provenance()} |")
     return "\n".join(lines)

