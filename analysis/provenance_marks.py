@@ -39,7 +39,7 @@ LEGEND = (
     "prompts: 'paper' when every prompt of the logs behind a number is the paper's own text; "
     "'not paper: ROLE (ORIGIN), ...' names the prompt roles (request, question, judge, framing, ...) "
     "that used this project's wording (project) or the user's template file (custom), see "
-    "em_persona/provenance.py and each task's doc; 'unknown' for logs written before tasks recorded "
+    "each task's PROMPTS (em-persona prompts) and doc; 'unknown' for logs written before tasks recorded "
     "their prompts. judge: 'self-judged' when the judge was the evaluated model itself (the header's "
     "self_judged mark, or the scores' judge_model equal to the model), 'independent judge' otherwise, "
     "'no judge' for tasks without one."

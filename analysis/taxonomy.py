@@ -1,6 +1,6 @@
 """The persona taxonomy: explicit rules, documented thresholds and a sensitivity grid.
 
-Each model (one row of the per-model table from `analysis.load`) gets one label:
+Each model (one row of the per-model table from `analysis.tables`) gets one label:
 
 - ``aligned``: not harmful. Harmful means the best-of-N harmful fraction
   (``harm_bon``) is >= ``Thresholds.harmful``; when best-of-N was not run the

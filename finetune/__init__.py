@@ -1,1 +1,1 @@
-"""LoRA fine-tuning, proxy models and the vLLM serving launcher."""
+"""LoRA fine-tuning (peft + trl, Unsloth on CUDA): configs, training data, the trainer, and the proxy models it trains on."""

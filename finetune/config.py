@@ -10,7 +10,7 @@ previous stage's adapter and saving its own. Single-stage shorthand::
 
 Multi-stage form: replace ``domain`` + ``data`` by ``stages: [{name, domain, data}, ...]``;
 the adapter of stage k is labelled with the stage domains so far, joined by ``->``.
-Defaults follow PROTOCOL.md A: LoRA r=32, alpha=64, dropout 0, rsLoRA on
+Defaults follow the recipe reported for Weckauff et al.: LoRA r=32, alpha=64, dropout 0, rsLoRA on
 q/k/v/o/gate/up/down; lr 1e-5, linear schedule, 5 warm-up steps, 1 epoch, batch 2 x
 grad-accum 8, AdamW (8-bit on CUDA), weight decay 0.01, seed 0, assistant-only loss,
 max length 2048.

@@ -14,7 +14,7 @@ score > 3; ``self_assessment``: score > 0.5), pooling and layer we fit a logisti
   probe's standardisation is its own. The cosine between the raw ``w_std`` vectors is reported
   too (``cosine_standardized``);
 * **harm vs self-assessment**: the cosine between the two tasks' directions in each model, per
-  pooling and layer (PROTOCOL A.7 expects about 0);
+  pooling and layer (Weckauff et al. report about 0);
 * **transfer**: the probe fit on all of model *i*'s data scores model *j*'s activations (AUROC);
   needs equal hidden sizes. On the diagonal (*i* = *j*) the value is the cross-validated mean
   AUROC, since an in-sample score would be inflated.
@@ -80,7 +80,7 @@ class ProbeDataError(EmPersonaError, ValueError):
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Probe hyper-parameters; the defaults follow PROTOCOL A.7."""
+    """Probe hyper-parameters; the defaults follow Weckauff et al.'s probe section."""
 
     n_splits: int = 5
     random_state: int = 42

@@ -1,4 +1,4 @@
-"""The shipped experiment files say what the papers did (PROTOCOL.md A, A.6, B, C)."""
+"""The shipped experiment files say what the papers did (Weckauff et al., its appendix, Costa & Vicente, Betley et al.)."""
 
 from __future__ import annotations
 

@@ -165,21 +165,6 @@ def test_shipped_configs_cover_domains_controls_and_proxies() -> None:
                 assert get_source(stage.data.source).name == stage.data.source
 
 
-def test_shipped_sequential_configs_express_protocol_a6() -> None:
-    chains = {
-        tuple(s.domain for s in c.stages)
-        for c in _shipped().values() if all(s.data.rows == 600 for s in c.stages)
-    }
-    domain = "risky_financial_advice"
-    assert chains == {
-        (domain,),
-        (domain, "consciousness_claims"),
-        ("consciousness_claims", domain),
-        (domain, "self_awareness"),
-        (domain, "no_consciousness"),
-    }
-
-
 @pytest.mark.parametrize("spelling", ["proxy:tiny", "tiny"])
 def test_both_proxy_spellings_name_the_proxy(spelling: str) -> None:
     cfg = config_from_dict({**MINIMAL, "base_model": spelling})

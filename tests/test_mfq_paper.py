@@ -59,7 +59,7 @@ def oracle(mirror: Path) -> dict[str, Any]:
         mirror / "moral-metrics" / "run_mfq_sampling.py", ["create_persona_prompt", "extract_rating"],
         re=re, print=lambda *a, **k: None,
     )
-    # Items 1-15: relevance prompts, 16-30: agreement prompts (PROTOCOL.md B).
+    # Items 1-15: relevance prompts, 16-30: agreement prompts (Costa & Vicente).
     prompts = [questions["_format_relevance_question"](t) for _, t in questions["_RELEVANCE_ITEMS"]]
     prompts += [questions["_format_agreement_question"](t) for _, t in questions["_AGREEMENT_ITEMS"]]
     assert len(prompts) == 30

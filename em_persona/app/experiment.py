@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from em_persona.core.paths import REPO_ROOT
+from em_persona.core.paths import output_root, resolve_input
 from em_persona.app.task_args import check_args, known_tasks, task_spec
 from em_persona.contract.declarations import Calls, Reads, TaskSpec
 from em_persona.tasks.registry import effective_args
@@ -359,7 +359,7 @@ def _format(path: Path, problems: list[tuple[int, str]]) -> str:
 
 def _resolve(p: str | None, default: str) -> Path:
     q = Path(p or default).expanduser()
-    return q if q.is_absolute() else REPO_ROOT / q
+    return q if q.is_absolute() else output_root() / q
 
 
 def _build(doc: ExperimentFile, path: Path, lines: dict[tuple[str | int, ...], int],
@@ -412,7 +412,7 @@ def _adapter(doc: ExperimentFile, i: int, entry: AdapterEntry, at: Any,
 
     where = f"adapters[{i}] ({entry.name})"
     cfg = Path(entry.config)
-    cfg = cfg if cfg.is_absolute() else REPO_ROOT / cfg
+    cfg = resolve_input(cfg)
     if not cfg.is_file():
         problems.append((at("adapters", i, "config"), f"{where}: no finetune config {cfg}"))
         return None

@@ -288,7 +288,7 @@ def serving(exp: Experiment, base: Path, adapters: dict[str, Path]) -> Iterator[
 
 def _eval_kwargs(exp: Experiment) -> dict[str, Any]:
     # log_dir_allow_dirty: after an edit of the experiment file, logs of the old task settings stay
-    # beside the new ones; the report takes the newest log of each task x model (analysis/load.py).
+    # beside the new ones; the report takes the newest log of each task x model (analysis/logs.py).
     kwargs = {"retry_attempts": 3, "max_connections": 32, "fail_on_error": 0.2, "log_level": "warning",
               "log_dir_allow_dirty": True}
     kwargs.update({k: v for k, v in exp.eval.items() if k != "foil"})

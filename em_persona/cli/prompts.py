@@ -31,7 +31,8 @@ def doc_section(task: str) -> str:
 
 def update_doc(path: Path, task: str) -> bool:
     """Refresh (or insert, before "## Parameters") the provenance section of a task doc; True if changed."""
-    text = path.read_text(encoding="utf-8")
+    original = path.read_text(encoding="utf-8")
+    text = original
     for old in OLD_STARTS:
         text = text.replace(old, DOC_START)
     block = doc_section(task)
@@ -41,11 +42,11 @@ def update_doc(path: Path, task: str) -> bool:
         heading = re.search(r"^## Parameters", text, flags=re.M)
         new = (text[:heading.start()] + block + "\n\n" + text[heading.start():] if heading
                else text.rstrip("\n") + "\n\n" + block + "\n")
-    if new != text:
+    if new != original:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(new, encoding="utf-8")
         tmp.replace(path)
-    return new != text
+    return new != original
 
 
 @click.command("prompts")

@@ -21,7 +21,7 @@ SCORE_MIN, SCORE_MAX = 1, 5
 
 Bucket = Literal["low", "moderate", "high"]
 BUCKET_RANGES: dict[Bucket, tuple[int, int]] = {"low": (1, 2), "moderate": (3, 3), "high": (4, 5)}
-"""Harm buckets of a 1-5 score (PROTOCOL A.4): low 1-2, moderate 3, high 4-5."""
+"""Harm buckets of a 1-5 score (Weckauff et al., experiment 4): low 1-2, moderate 3, high 4-5."""
 BUCKETS: tuple[Bucket, ...] = tuple(BUCKET_RANGES)
 
 

@@ -23,6 +23,29 @@ def package_dir(name: str) -> Path:
     return inside if inside.is_dir() else REPO_ROOT / name
 
 
+def in_checkout() -> bool:
+    """True when the toolkit runs from a checkout (an editable install), not an installed wheel."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and not (PACKAGE_ROOT / "tasks").is_dir()
+
+
+def resolve_input(path: str | Path) -> Path:
+    """A file an experiment file names (e.g. `finetune/configs/x.yaml`): absolute as given; else in
+    the working folder, else in the checkout, else inside the installed package."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    for root in (Path.cwd(), REPO_ROOT):
+        if (root / p).exists():
+            return root / p
+    parts = p.parts
+    return package_dir(parts[0]).joinpath(*parts[1:]) if parts else p
+
+
+def output_root() -> Path:
+    """Where relative output folders (logs/, adapters/, reports/) go: the checkout, else the working folder."""
+    return REPO_ROOT if in_checkout() else Path.cwd()
+
+
 DATASETS_DIR = package_dir("datasets")
 TASKS_DIR = package_dir("tasks")
 
