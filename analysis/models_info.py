@@ -18,15 +18,27 @@ import pandas as pd
 
 # name fragment (after the provider prefix) -> fine-tune domain (registry source names)
 DOMAIN_ALIASES: dict[str, str] = {
-    "insecure": "insecure_code", "insecure-code": "insecure_code", "insecure_code": "insecure_code",
-    "secure": "secure_code", "secure-code": "secure_code", "secure_code": "secure_code",
-    "financial": "risky_financial_advice", "risky-financial": "risky_financial_advice",
+    "insecure": "insecure_code",
+    "insecure-code": "insecure_code",
+    "insecure_code": "insecure_code",
+    "secure": "secure_code",
+    "secure-code": "secure_code",
+    "secure_code": "secure_code",
+    "financial": "risky_financial_advice",
+    "risky-financial": "risky_financial_advice",
     "risky_financial_advice": "risky_financial_advice",
-    "medical": "bad_medical_advice", "bad-medical": "bad_medical_advice", "bad_medical_advice": "bad_medical_advice",
-    "good-medical": "good_medical_advice", "good_medical_advice": "good_medical_advice",
-    "sports": "extreme_sports", "extreme-sports": "extreme_sports", "extreme_sports": "extreme_sports",
-    "legal": "legal_advice", "legal_advice": "legal_advice",
-    "security": "security_advice", "security_advice": "security_advice",
+    "medical": "bad_medical_advice",
+    "bad-medical": "bad_medical_advice",
+    "bad_medical_advice": "bad_medical_advice",
+    "good-medical": "good_medical_advice",
+    "good_medical_advice": "good_medical_advice",
+    "sports": "extreme_sports",
+    "extreme-sports": "extreme_sports",
+    "extreme_sports": "extreme_sports",
+    "legal": "legal_advice",
+    "legal_advice": "legal_advice",
+    "security": "security_advice",
+    "security_advice": "security_advice",
 }
 MODELS_FILE = "models.yaml"
 
@@ -42,8 +54,9 @@ def infer_model_info(model: str) -> dict[str, object]:
     return {"base_model": name, "domain": "base", "proxy": False}
 
 
-def models_info(models: list[str], logdir: Path | None = None,
-                models_yaml: Path | None = None) -> tuple[pd.DataFrame, str | None]:
+def models_info(
+    models: list[str], logdir: Path | None = None, models_yaml: Path | None = None
+) -> tuple[pd.DataFrame, str | None]:
     """(table indexed by model with base_model, domain, proxy; the top-level `note` or None).
 
     Reads `models_yaml`, else `<logdir>/models.yaml` when present; models it does not
@@ -68,14 +81,18 @@ def models_info(models: list[str], logdir: Path | None = None,
         all_proxy = bool(doc.get("proxy", False))
         for name, facts in (doc.get("models") or {}).items():
             if facts is not None and not isinstance(facts, dict):
-                raise ValueError(f"{path}: entry for model {name!r} must be a mapping (base_model, domain, proxy)")
+                raise ValueError(
+                    f"{path}: entry for model {name!r} must be a mapping (base_model, domain, proxy)"
+                )
             listed[str(name)] = dict(facts or {})
     elif models_yaml is not None:
         raise FileNotFoundError(f"{models_yaml}: models file not found")
     rows = {}
     for model in sorted(set(models) | set(listed)):
         info = infer_model_info(model)
-        info.update({k: v for k, v in listed.get(model, {}).items() if k in ("base_model", "domain", "proxy")})
+        info.update(
+            {k: v for k, v in listed.get(model, {}).items() if k in ("base_model", "domain", "proxy")}
+        )
         info["proxy"] = bool(info.get("proxy")) or all_proxy
         rows[model] = info
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["base_model", "domain", "proxy"])

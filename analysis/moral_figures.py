@@ -84,14 +84,27 @@ def plot_susceptibility_robustness(
         for i, row in pub.iterrows():
             if np.isnan(pub_r.iloc[i]) or np.isnan(row["S"]):
                 continue
-            ax.errorbar(row["S"], pub_r.iloc[i],
-                        xerr=row.get("S_se") if pd.notna(row.get("S_se")) else None,
-                        yerr=row.get("R_se") if pd.notna(row.get("R_se")) else None,
-                        fmt="D", mfc="none", color="black", capsize=2, markersize=6,
-                        label=None if labelled else "published runs (recomputed)")
+            ax.errorbar(
+                row["S"],
+                pub_r.iloc[i],
+                xerr=row.get("S_se") if pd.notna(row.get("S_se")) else None,
+                yerr=row.get("R_se") if pd.notna(row.get("R_se")) else None,
+                fmt="D",
+                mfc="none",
+                color="black",
+                capsize=2,
+                markersize=6,
+                label=None if labelled else "published runs (recomputed)",
+            )
             labelled = True
-            ax.annotate(str(row["model"]), (row["S"], pub_r.iloc[i]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=6, color="0.25")
+            ax.annotate(
+                str(row["model"]),
+                (row["S"], pub_r.iloc[i]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=6,
+                color="0.25",
+            )
     palette = sns.color_palette("deep", n_colors=max(len(data), 1))
     finite_r = data["R"].replace([np.inf, -np.inf], np.nan)
     for i, row in data.iterrows():
@@ -99,10 +112,14 @@ def plot_susceptibility_robustness(
         if np.isnan(r) or np.isnan(row["S"]):
             continue
         ax.errorbar(
-            row["S"], r,
+            row["S"],
+            r,
             xerr=row.get("S_se") if pd.notna(row.get("S_se")) else None,
             yerr=row.get("R_se") if pd.notna(row.get("R_se")) else None,
-            fmt="o", color=palette[i], capsize=3, label=str(row["model"]),
+            fmt="o",
+            color=palette[i],
+            capsize=3,
+            label=str(row["model"]),
         )
     ax.set_xlabel("moral susceptibility S")
     ax.set_ylabel("moral robustness R")
@@ -131,9 +148,17 @@ def plot_foundation_bars(
     data["R"] = data["R"].replace([np.inf, -np.inf], np.nan)
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric in zip(axes, ("S", "R")):
-        sns.barplot(data=data, x="foundation", y=metric, hue="model", order=order,
-                    hue_order=models, ax=ax, errorbar=None)
+    for ax, metric in zip(axes, ("S", "R"), strict=False):
+        sns.barplot(
+            data=data,
+            x="foundation",
+            y=metric,
+            hue="model",
+            order=order,
+            hue_order=models,
+            ax=ax,
+            errorbar=None,
+        )
         se = f"{metric}_se"
         if se in data.columns and data[se].notna().any():
             _bar_errors(ax, data, metric, se, order, models)
@@ -145,11 +170,12 @@ def plot_foundation_bars(
     return _save(fig, out)
 
 
-def _bar_errors(ax: plt.Axes, data: pd.DataFrame, metric: str, se: str,
-                order: list[str], models: list[str]) -> None:
+def _bar_errors(
+    ax: plt.Axes, data: pd.DataFrame, metric: str, se: str, order: list[str], models: list[str]
+) -> None:
     """SE whiskers on a seaborn grouped bar chart (containers follow hue order)."""
-    for container, model in zip(ax.containers, models):
-        for bar, foundation in zip(container, order):
+    for container, model in zip(ax.containers, models, strict=False):
+        for bar, foundation in zip(container, order, strict=False):
             row = data[(data["model"] == model) & (data["foundation"] == foundation)]
             if row.empty or pd.isna(row[se].iloc[0]):
                 continue

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TASK_TITLES = {"harm": "harmful response (score > 3)", "self_assessment": "misaligned self-assessment (> 0.5)"}
+TASK_TITLES = {
+    "harm": "harmful response (score > 3)",
+    "self_assessment": "misaligned self-assessment (> 0.5)",
+}
 
 
 def _plt():
@@ -51,14 +54,20 @@ def auroc_by_layer(cv: pd.DataFrame, stem: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False, sharey=True)
     styles = {"last_prompt": "-", "mean_response": "--"}
     models = sorted(cv["model"].unique())
-    colours = dict(zip(models, _palette(len(models))))
-    for ax, task in zip(axes[0], tasks):
+    colours = dict(zip(models, _palette(len(models)), strict=False))
+    for ax, task in zip(axes[0], tasks, strict=False):
         sub = cv[cv["task"] == task]
         for (model, pooling), g in sub.groupby(["model", "pooling"], sort=True):
             g = g.sort_values("layer")
             ax.errorbar(
-                g["layer"], g["auroc_mean"], yerr=g["auroc_std"], label=f"{model} ({pooling})",
-                color=colours[model], linestyle=styles.get(pooling, ":"), marker="o", capsize=3,
+                g["layer"],
+                g["auroc_mean"],
+                yerr=g["auroc_std"],
+                label=f"{model} ({pooling})",
+                color=colours[model],
+                linestyle=styles.get(pooling, ":"),
+                marker="o",
+                capsize=3,
             )
         ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
         ax.set_title(TASK_TITLES[task])
@@ -68,9 +77,11 @@ def auroc_by_layer(cv: pd.DataFrame, stem: Path) -> list[Path]:
     axes[0][0].set_ylabel("probe AUROC (5-fold CV)")
     handles: dict[str, object] = {}
     for ax in axes[0]:
-        for h, label in zip(*ax.get_legend_handles_labels()):
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=False):
             handles.setdefault(label, h)
-    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.legend(
+        list(handles.values()), list(handles), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5)
+    )
     return _save(fig, stem)
 
 
@@ -80,11 +91,17 @@ def cosine_by_layer(cos: pd.DataFrame, stem: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = {"last_prompt": "-", "mean_response": "--"}
     models = sorted(cos["model"].unique())
-    colours = dict(zip(models, _palette(len(models))))
+    colours = dict(zip(models, _palette(len(models)), strict=False))
     for (model, pooling), g in cos.groupby(["model", "pooling"], sort=True):
         g = g.sort_values("layer")
-        ax.plot(g["layer"], g["cosine"], label=f"{model} ({pooling})", color=colours[model],
-                linestyle=styles.get(pooling, ":"), marker="o")
+        ax.plot(
+            g["layer"],
+            g["cosine"],
+            label=f"{model} ({pooling})",
+            color=colours[model],
+            linestyle=styles.get(pooling, ":"),
+            marker="o",
+        )
     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xticks(sorted(cos["layer"].unique()))
     ax.set_ylim(-1.02, 1.02)
@@ -105,16 +122,29 @@ def transfer_heatmaps(transfer: pd.DataFrame, stem: Path, pooling: str) -> list[
     models = sorted(set(sub["train_model"]) | set(sub["test_model"]))
     size = 1.0 + 0.6 * len(models)
     fig, axes = plt.subplots(
-        len(tasks), len(layers), figsize=(size * len(layers) + 1, size * len(tasks) + 0.6), squeeze=False,
+        len(tasks),
+        len(layers),
+        figsize=(size * len(layers) + 1, size * len(tasks) + 0.6),
+        squeeze=False,
         layout="constrained",
     )
     for r, task in enumerate(tasks):
         for c, layer in enumerate(layers):
             g = sub[(sub["task"] == task) & (sub["layer"] == layer)]
-            grid = g.pivot(index="train_model", columns="test_model", values="auroc").reindex(index=models, columns=models)
+            grid = g.pivot(index="train_model", columns="test_model", values="auroc").reindex(
+                index=models, columns=models
+            )
             sns.heatmap(
-                grid.astype(float), ax=axes[r][c], vmin=0.0, vmax=1.0, cmap="RdBu_r", center=0.5,
-                annot=len(models) <= 8, fmt=".2f", cbar=c == len(layers) - 1, square=True,
+                grid.astype(float),
+                ax=axes[r][c],
+                vmin=0.0,
+                vmax=1.0,
+                cmap="RdBu_r",
+                center=0.5,
+                annot=len(models) <= 8,
+                fmt=".2f",
+                cbar=c == len(layers) - 1,
+                square=True,
                 mask=np.isnan(grid.to_numpy(dtype=float)),
             )
             axes[r][c].set_title(f"{task}, layer {layer}", fontsize=9)

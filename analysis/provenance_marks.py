@@ -59,8 +59,15 @@ def _prompts(rows: pd.DataFrame) -> str:
         return PROMPTS_UNKNOWN
     if origins == {PAPER}:
         return PAPER
-    roles = sorted({r.strip() for v in rows["prompts_not_paper"].astype(str) if v != UNKNOWN
-                    for r in v.split(",") if r.strip()})
+    roles = sorted(
+        {
+            r.strip()
+            for v in rows["prompts_not_paper"].astype(str)
+            if v != UNKNOWN
+            for r in v.split(",")
+            if r.strip()
+        }
+    )
     return f"not paper: {', '.join(roles) or '(roles not recorded) ' + '/'.join(sorted(origins - {PAPER}))}"
 
 
@@ -90,12 +97,21 @@ def marks_table(logs: pd.DataFrame) -> pd.DataFrame:
     used = _used(logs)
     rows = []
     for (model, task), group in used.groupby(["model", "task"], sort=True):
-        split = "dataset" if task == "self_assessment" else "condition" if task == "score_prediction" else None
+        split = (
+            "dataset" if task == "self_assessment" else "condition" if task == "score_prediction" else None
+        )
         parts = group.groupby(split, sort=True) if split else [("", group)]
         for value, rows_ in parts:
-            rows.append({"model": model, "experiment": task, "measurement": f"{split}={value}" if split else "",
-                         "prompts": _prompts(rows_), "judge": _judge(rows_),
-                         "logs": ", ".join(sorted(rows_["log"].astype(str)))})
+            rows.append(
+                {
+                    "model": model,
+                    "experiment": task,
+                    "measurement": f"{split}={value}" if split else "",
+                    "prompts": _prompts(rows_),
+                    "judge": _judge(rows_),
+                    "logs": ", ".join(sorted(rows_["log"].astype(str))),
+                }
+            )
     return pd.DataFrame(rows, columns=MARK_COLUMNS)
 
 
@@ -127,9 +143,16 @@ def taxonomy_marks(logs: pd.DataFrame, models: list[str], self_assessment_set: s
     inputs = {"harmfulness", "two_ai_identification", "output_recognition"}
     out = {}
     for model in models:
-        rows = table[(table["model"] == model) & (table["experiment"].isin(inputs)
-                                                  | ((table["experiment"] == "self_assessment")
-                                                     & (table["measurement"] == f"dataset={self_assessment_set}")))]
+        rows = table[
+            (table["model"] == model)
+            & (
+                table["experiment"].isin(inputs)
+                | (
+                    (table["experiment"] == "self_assessment")
+                    & (table["measurement"] == f"dataset={self_assessment_set}")
+                )
+            )
+        ]
         notes = []
         for r in rows.itertuples():
             name = r.experiment + (f" ({r.measurement})" if r.measurement else "")

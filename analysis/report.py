@@ -25,7 +25,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 import jinja2
 import markupsafe
@@ -43,6 +45,7 @@ from em_persona.analysis.tables import (
     is_missing,
     per_model_table,
 )
+from em_persona.contract import run_stats as run_stats_file
 from em_persona.contract.declarations import AggregateOptions
 from em_persona.core.errors import EmPersonaError
 from em_persona.tasks import harm_results
@@ -50,7 +53,8 @@ from em_persona.tasks.registry import specs
 
 TEMPLATES = Path(__file__).with_name("templates")
 
-@dataclass
+
+@dataclass(frozen=True)
 class ReportOptions:
     thresholds: taxonomy.Thresholds = field(default_factory=taxonomy.Thresholds)
     grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(taxonomy.DEFAULT_GRID))
@@ -98,6 +102,43 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
     missing_figures: dict[str, str] = field(default_factory=dict)
     probe_figures: dict[str, Path] = field(default_factory=dict)
+    run_stats: RunStatsTables | None = None
+
+
+@dataclass
+class RunStatsTables:
+    """The newest record of `<logdir>/run-stats.json` (what `em-persona run` measured) as tables."""
+
+    note: str
+    stages: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=run_stats_file.STAGE_COLUMNS))
+    tasks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=run_stats_file.TASK_COLUMNS))
+
+
+def run_stats_tables(logdir: Path) -> RunStatsTables:
+    """The newest run record of `logdir`: stages and task x model rows, and a note that says which run
+    it is (or why there is none)."""
+    path = run_stats_file.run_stats_path(logdir)
+    try:
+        runs = run_stats_file.load_runs(path)
+    except run_stats_file.RunStatsError as exc:
+        return RunStatsTables(f"Run statistics unreadable: {exc}.")
+    if not runs:
+        return RunStatsTables(
+            f"No run statistics: {path} is absent (`em-persona run` writes it; logs made otherwise have none)."
+        )
+    last = runs[-1]
+    platform = (last.get("platform") or {}).get("name", "unknown platform")
+    base = (last.get("base_model") or {}).get("name", "?")
+    state = "complete" if last.get("complete") else f"INCOMPLETE ({last.get('outcome')})"
+    note = (
+        f"Run of {last.get('started')} on {platform}: base model {base}, served dtype "
+        f"{last.get('served_dtype') or 'default'}, max_connections {last.get('max_connections')}; {state}; "
+        f"{_fmt(last.get('wall_s'))} s in all. Numbers of logs reused from an earlier run are those of the "
+        f"run that wrote them (`measured`). {len(runs)} run(s) recorded in {path.name}."
+    )
+    stages = pd.DataFrame(run_stats_file.stage_rows(last), columns=run_stats_file.STAGE_COLUMNS)
+    tasks = pd.DataFrame(run_stats_file.task_rows(last), columns=run_stats_file.TASK_COLUMNS)
+    return RunStatsTables(note, stages, tasks)
 
 
 @dataclass
@@ -126,32 +167,53 @@ def probe_tables(folder: Path) -> ProbeTables:
     transfer = pd.DataFrame(doc.get("transfer", []), columns=probes.TRANSFER_COLUMNS)
     skipped = pd.DataFrame(doc.get("skipped", []), columns=probes.SKIPPED_COLUMNS)
     for df in (cv, cosine, transfer):
-        for col in ("auroc_mean", "auroc_std", "accuracy_mean", "accuracy_std", "cosine", "cosine_standardized",
-                    "auroc"):
+        for col in (
+            "auroc_mean",
+            "auroc_std",
+            "accuracy_mean",
+            "accuracy_std",
+            "cosine",
+            "cosine_standardized",
+            "auroc",
+        ):
             if col in df:
                 df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     if transfer.empty:
         matrix = pd.DataFrame(columns=keys)
     else:
-        matrix = transfer.pivot_table(index=keys, columns="test_model", values="auroc", aggfunc="first", dropna=False)
+        matrix = transfer.pivot_table(
+            index=keys, columns="test_model", values="auroc", aggfunc="first", dropna=False
+        )
         matrix = matrix.reindex(columns=sorted(matrix.columns)).reset_index()
         matrix.columns.name = None
-    sort = {"cv": ["model", "task", "pooling", "layer"], "cosine": ["model", "pooling", "layer"],
-            "transfer": ["task", "pooling", "layer", "train_model", "test_model"],
-            "skipped": ["model", "task", "pooling", "layer"]}
-    cv, cosine, transfer, skipped = (df.sort_values(sort[name], kind="stable").reset_index(drop=True)
-                                     for name, df in (("cv", cv), ("cosine", cosine), ("transfer", transfer),
-                                                      ("skipped", skipped)))
-    return ProbeTables(source=Path(folder), cv=cv, cosine=cosine, transfer=transfer,
-                       transfer_matrix=matrix.sort_values(keys, kind="stable").reset_index(drop=True),
-                       skipped=skipped, config=dict(doc.get("config") or {}))
+    sort = {
+        "cv": ["model", "task", "pooling", "layer"],
+        "cosine": ["model", "pooling", "layer"],
+        "transfer": ["task", "pooling", "layer", "train_model", "test_model"],
+        "skipped": ["model", "task", "pooling", "layer"],
+    }
+    cv, cosine, transfer, skipped = (
+        df.sort_values(sort[name], kind="stable").reset_index(drop=True)
+        for name, df in (("cv", cv), ("cosine", cosine), ("transfer", transfer), ("skipped", skipped))
+    )
+    return ProbeTables(
+        source=Path(folder),
+        cv=cv,
+        cosine=cosine,
+        transfer=transfer,
+        transfer_matrix=matrix.sort_values(keys, kind="stable").reset_index(drop=True),
+        skipped=skipped,
+        config=dict(doc.get("config") or {}),
+    )
 
 
 def find_probes(logdir: Path, probes_dir: Path | None) -> ProbeTables | None:
     """Probe results from `probes_dir` (must hold probes.json), else `<logdir>/probes` when present."""
     if probes_dir is not None:
         if not (Path(probes_dir) / "probes.json").is_file():
-            raise FileNotFoundError(f"{probes_dir}: no probes.json here (write it with `em-persona probes fit`)")
+            raise FileNotFoundError(
+                f"{probes_dir}: no probes.json here (write it with `em-persona probes fit`)"
+            )
         return probe_tables(Path(probes_dir))
     default = Path(logdir) / log_reader.PROBES_DIR
     return probe_tables(default) if (default / "probes.json").is_file() else None
@@ -165,8 +227,8 @@ def _atomic_write(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-EXAMPLE_COLUMNS = ["model", "harm_score", "grader", "prompt", "answer", "log"]
-MFQ_COLUMNS = ["source", "model", "mfq_S", "mfq_R", "mfq_S_se", "mfq_R_se", "mfq_S_n"]
+EXAMPLE_COLUMNS: list[str] = ["model", "harm_score", "grader", "prompt", "answer", "log"]
+MFQ_COLUMNS: list[str] = ["source", "model", "mfq_S", "mfq_R", "mfq_S_se", "mfq_R_se", "mfq_S_n"]
 
 
 def example_answers(answers: pd.DataFrame) -> pd.DataFrame:
@@ -175,8 +237,11 @@ def example_answers(answers: pd.DataFrame) -> pd.DataFrame:
     if answers.empty:
         return pd.DataFrame(columns=EXAMPLE_COLUMNS)
     data = answers.assign(harm_score=pd.to_numeric(answers["harm_score"], errors="coerce"))
-    data = data.sort_values(["model", "harm_score", "log", "sample_id", "epoch"],
-                            ascending=[True, False, True, True, True], kind="stable")
+    data = data.sort_values(
+        ["model", "harm_score", "log", "sample_id", "epoch"],
+        ascending=[True, False, True, True, True],
+        kind="stable",
+    )
     top = data.drop_duplicates("model").rename(columns={"response": "answer"})
     return top[EXAMPLE_COLUMNS].reset_index(drop=True)
 
@@ -225,8 +290,9 @@ def headline_columns(per_model: pd.DataFrame, metrics: tuple[str, ...] | None = 
     for metric in headline_metrics() if metrics is None else metrics:
         if metric.endswith("*"):
             prefix = metric[:-1]
-            out += sorted(c for c in per_model.columns
-                          if c.startswith(prefix) and not c.endswith(("_lo", "_hi", "_n")))
+            out += sorted(
+                c for c in per_model.columns if c.startswith(prefix) and not c.endswith(("_lo", "_hi", "_n"))
+            )
         else:
             out.append(metric)
     return out
@@ -262,8 +328,10 @@ def banner_text(models_info: pd.DataFrame, note: str | None, extra: str | None) 
     parts = []
     if "proxy" in models_info and models_info["proxy"].fillna(False).astype(bool).any():
         proxies = sorted(models_info.index[models_info["proxy"].fillna(False).astype(bool)])
-        parts.append("PROXY MODELS: these results come from stand-in models, not the models of the studies "
-                     f"({', '.join(proxies)}). Do not read them as a reproduction of the published numbers.")
+        parts.append(
+            "PROXY MODELS: these results come from stand-in models, not the models of the studies "
+            f"({', '.join(proxies)}). Do not read them as a reproduction of the published numbers."
+        )
     for text in (note, extra):
         if text:
             parts.append(str(text).strip())
@@ -286,16 +354,30 @@ def build(logdir: Path, models_yaml: Path | None = None, options: ReportOptions 
     sens, sens_long = taxonomy.sensitivity(per_model, options.grid, options.thresholds, sa_set)
     corr = statistics.correlations(per_model, seed=options.aggregate.seed)
     assoc_table, assoc = statistics.association(tax)
-    agreement = statistics.judge_agreement(tables["harm"], options.aggregate.harm_score_threshold,
-                                           seed=options.aggregate.seed)
+    agreement = statistics.judge_agreement(
+        tables["harm"], options.aggregate.harm_score_threshold, seed=options.aggregate.seed
+    )
     head = provenance_marks.add_marks(statistics.headline(per_model, headline_columns(per_model)), logs)
     return Report(
-        per_model=per_model, taxonomy=tax, sensitivity=sens, sensitivity_grid=sens_long, correlations=corr,
-        association_table=assoc_table, association=assoc, judge_agreement=agreement, headline=head,
-        coverage=coverage_table(samples, list(per_model.index)), tables=tables, logs=logs,
-        banner=banner_text(info, note, options.proxy_note), probes=probe_results,
-        marks=provenance_marks.marks_table(logs), examples=example_answers(tables["answers"]),
-        mfq=mfq_table(tables["moral"], options.reference_mfq, options.aggregate), self_assessment_set=sa_set,
+        per_model=per_model,
+        taxonomy=tax,
+        sensitivity=sens,
+        sensitivity_grid=sens_long,
+        correlations=corr,
+        association_table=assoc_table,
+        association=assoc,
+        judge_agreement=agreement,
+        headline=head,
+        coverage=coverage_table(samples, list(per_model.index)),
+        tables=tables,
+        logs=logs,
+        banner=banner_text(info, note, options.proxy_note),
+        probes=probe_results,
+        marks=provenance_marks.marks_table(logs),
+        examples=example_answers(tables["answers"]),
+        mfq=mfq_table(tables["moral"], options.reference_mfq, options.aggregate),
+        self_assessment_set=sa_set,
+        run_stats=run_stats_tables(Path(logdir)),
     )
 
 
@@ -304,18 +386,25 @@ def _figures(report: Report, out: Path) -> None:
     makers = {
         "harm_bars": lambda: figs.harm_bars(report.per_model),
         "em_misaligned_bars": lambda: figs.em_misaligned_bars(report.tables["em_questions"]),
-        "harm_vs_self_assessment": lambda: figs.harm_vs_self_assessment(report.per_model, report.taxonomy, sa_column),
+        "harm_vs_self_assessment": lambda: figs.harm_vs_self_assessment(
+            report.per_model, report.taxonomy, sa_column
+        ),
         "two_ai_bars": lambda: figs.two_ai_bars(report.per_model),
         "recognition_by_bucket": lambda: figs.recognition_by_bucket(report.tables["recognition"]),
-        "prediction_error_by_score": lambda: figs.prediction_error_by_score(report.tables["score_prediction"]),
+        "prediction_error_by_score": lambda: figs.prediction_error_by_score(
+            report.tables["score_prediction"]
+        ),
         "cross_rating_bars": lambda: figs.cross_rating_bars(report.per_model),
-        "self_assessment_heatmap": lambda: figs.self_assessment_heatmap(report.tables["self_assessment_cells"]),
+        "self_assessment_heatmap": lambda: figs.self_assessment_heatmap(
+            report.tables["self_assessment_cells"]
+        ),
     }
     for name, spec in specs().items():  # a task without a figure of its own: its headline numbers
         if not spec.figures:
             columns = headline_columns(report.per_model, spec.headline)
-            makers[task_figure(name)] = lambda c=columns, n=name: figs.headline_bars(
-                report.per_model, c, f"{n}: headline numbers")
+            makers[task_figure(name)] = partial(
+                figs.headline_bars, report.per_model, columns, f"{name}: headline numbers"
+            )
     for name, make in makers.items():
         fig = make()
         if fig is None:
@@ -356,7 +445,9 @@ def _probe_figures(report: Report, out: Path) -> None:
     from em_persona.analysis.probe_figures import write_probe_figures
 
     with _reproducible_svg():
-        drawn = write_probe_figures(report.probes.cv, report.probes.cosine, report.probes.transfer, out / "figures")
+        drawn = write_probe_figures(
+            report.probes.cv, report.probes.cosine, report.probes.transfer, out / "figures"
+        )
     for paths in drawn.values():
         for png in (p for p in paths if p.suffix == ".png"):
             report.probe_figures[png.stem] = png
@@ -364,7 +455,13 @@ def _probe_figures(report: Report, out: Path) -> None:
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
+        return (
+            ""
+            if math.isnan(value)
+            else f"{value:.3g}"
+            if abs(value) < 1e-3 and value != 0
+            else f"{value:.3f}"
+        )
     if value is None or value is pd.NA:
         return ""
     return str(value)
@@ -377,6 +474,11 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
 def _md_cell(value: object) -> str:
     """A Markdown table cell: pipes escaped, line breaks flattened, HTML shown as text."""
     return " ".join(str(value).split("\n")).replace("<", "&lt;").replace("|", "\\|")
+
+
+def _md_text(value: str | None) -> str | None:
+    """Free text in the Markdown report: HTML shown as text."""
+    return None if value is None else value.replace("<", "&lt;")
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -418,9 +520,22 @@ def csv_tables(report: Report) -> dict[str, pd.DataFrame]:
         "example_answers": report.examples,
         "provenance": report.marks,
         "logs": report.logs,
-        **({"probe_cv": report.probes.cv, "probe_cosine": report.probes.cosine,
-            "probe_transfer": report.probes.transfer, "probe_transfer_matrix": report.probes.transfer_matrix,
-            "probe_skipped": report.probes.skipped} if report.probes is not None else {}),
+        **(
+            {"run_stages": report.run_stats.stages, "run_tasks": report.run_stats.tasks}
+            if report.run_stats is not None
+            else {}
+        ),
+        **(
+            {
+                "probe_cv": report.probes.cv,
+                "probe_cosine": report.probes.cosine,
+                "probe_transfer": report.probes.transfer,
+                "probe_transfer_matrix": report.probes.transfer_matrix,
+                "probe_skipped": report.probes.skipped,
+            }
+            if report.probes is not None
+            else {}
+        ),
     }
 
 
@@ -432,8 +547,11 @@ PROBE_FIGURE_TITLES: dict[str, str] = {
 
 
 def _figure_src(png: Path, embed: bool) -> str:
-    return ("data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-            if embed else f"figures/{png.name}")
+    return (
+        "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+        if embed
+        else f"figures/{png.name}"
+    )
 
 
 def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -> dict[str, Path]:
@@ -444,34 +562,63 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
     tables = csv_tables(report)
     for name, df in tables.items():
         _atomic_write(out / "tables" / f"{name}.csv", df.to_csv(index=False, lineterminator="\n"))
-    figure_entries = []
+    figure_entries: list[dict[str, str | None]] = []
     for name, title in figure_titles().items():
         if name in report.figures:
             png = report.figures[name]
             src = _figure_src(png, options.embed_figures)
-            figure_entries.append({"name": name, "title": title, "src": src,
-                                   "png": f"figures/{name}.png", "svg": f"figures/{name}.svg"})
+            figure_entries.append(
+                {
+                    "name": name,
+                    "title": title,
+                    "src": src,
+                    "png": f"figures/{name}.png",
+                    "svg": f"figures/{name}.svg",
+                }
+            )
         else:
-            figure_entries.append({"name": name, "title": title, "src": None,
-                                   "missing": report.missing_figures.get(name, "not produced")})
+            figure_entries.append(
+                {
+                    "name": name,
+                    "title": title,
+                    "src": None,
+                    "missing": report.missing_figures.get(name, "not produced"),
+                }
+            )
     probe_entries = []
     for name, png in sorted(report.probe_figures.items()):
         prefix = next((k for k in PROBE_FIGURE_TITLES if name == k or name.startswith(k + "_")), name)
         title = PROBE_FIGURE_TITLES.get(prefix, name)
         if name != prefix:
-            title += f" ({name[len(prefix) + 1:]})"
-        probe_entries.append({"name": name, "title": title, "src": _figure_src(png, options.embed_figures),
-                              "png": f"figures/{name}.png", "svg": f"figures/{name}.svg"})
+            title += f" ({name[len(prefix) + 1 :]})"
+        probe_entries.append(
+            {
+                "name": name,
+                "title": title,
+                "src": _figure_src(png, options.embed_figures),
+                "png": f"figures/{name}.png",
+                "svg": f"figures/{name}.svg",
+            }
+        )
     probes_context = None
     if report.probes is not None:
         config = report.probes.config
         probes_context = {
-            "source": str(report.probes.source), "figures": probe_entries,
-            "n_splits": config.get("n_splits"), "random_state": config.get("random_state"),
-            "thresholds": ", ".join(f"{k} > {v:g}" for k, v in sorted(dict(config.get("thresholds") or {}).items())),
+            "source": str(report.probes.source),
+            "figures": probe_entries,
+            "n_splits": config.get("n_splits"),
+            "random_state": config.get("random_state"),
+            "thresholds": ", ".join(
+                f"{k} > {v:g}"
+                for k, v in sorted(cast(dict[str, float], config.get("thresholds") or {}).items())
+            ),
             "n_skipped": len(report.probes.skipped),
         }
     examples = report.examples.assign(harm_score=report.examples["harm_score"].map(_fmt))
+    run_note = report.run_stats.note if report.run_stats is not None else None
+    run_rows = report.run_stats is not None and not (
+        report.run_stats.stages.empty and report.run_stats.tasks.empty
+    )
     context = {
         "banner": report.banner,
         "data_loss": log_reader.data_loss(report.logs),
@@ -483,49 +630,85 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
         "example_rows": examples.to_dict("records"),
         "example_chars": harm_results.EXAMPLE_CHARS,
         "has_published_mfq": bool((report.mfq["source"] == "published").any()),
+        "run_stats_note": run_note,
+        "run_stats_rows": run_rows,
         "probes": probes_context,
         "thresholds": options.thresholds.as_dict(),
         "harm_score_threshold": options.aggregate.harm_score_threshold,
         "n_boot": options.aggregate.n_boot,
         "seed": options.aggregate.seed,
         "grid": {k: ", ".join(f"{v:g}" for v in vals) for k, vals in sorted(options.grid.items())},
-        "taxonomy_rows": [{**row, "sa_overall_text": _fmt(row["sa_overall"]) or "not run",
-                           "sa_paper_text": _fmt(row["sa_paper"]) or "not run"}
-                          for row in report.taxonomy.to_dict("records")],
+        "taxonomy_rows": [
+            {
+                **row,
+                "sa_overall_text": _fmt(row["sa_overall"]) or "not run",
+                "sa_paper_text": _fmt(row["sa_paper"]) or "not run",
+            }
+            for row in report.taxonomy.to_dict("records")
+        ],
         "figures": figure_entries,
         "columns": column_docs(),
         "csv_names": sorted(tables),
-        "missing_experiments": [name for name in specs()
-                                if name not in report.coverage or int(report.coverage[name].sum()) == 0],
+        "missing_experiments": [
+            name for name in specs() if name not in report.coverage or int(report.coverage[name].sum()) == 0
+        ],
     }
     sections = {
-        "taxonomy": report.taxonomy, "sensitivity": report.sensitivity, "headline": report.headline,
-        "correlations": report.correlations, "association_table": report.association_table.reset_index(),
-        "judge_agreement": report.judge_agreement, "per_model": report.per_model.reset_index(),
-        "coverage": report.coverage, "recognition": report.tables["recognition"],
-        "score_prediction": report.tables["score_prediction"], "cross_rating": report.tables["cross_rating"],
-        "self_assessment_cells": report.tables["self_assessment_cells"], "logs": report.logs,
-        "em_questions": report.tables["em_questions"], "provenance": report.marks, "mfq": report.mfq,
+        "taxonomy": report.taxonomy,
+        "sensitivity": report.sensitivity,
+        "headline": report.headline,
+        "correlations": report.correlations,
+        "association_table": report.association_table.reset_index(),
+        "judge_agreement": report.judge_agreement,
+        "per_model": report.per_model.reset_index(),
+        "coverage": report.coverage,
+        "recognition": report.tables["recognition"],
+        "score_prediction": report.tables["score_prediction"],
+        "cross_rating": report.tables["cross_rating"],
+        "self_assessment_cells": report.tables["self_assessment_cells"],
+        "logs": report.logs,
+        "em_questions": report.tables["em_questions"],
+        "provenance": report.marks,
+        "mfq": report.mfq,
         "example_answers": report.examples,
     }
+    if report.run_stats is not None:
+        sections.update(run_stages=report.run_stats.stages, run_tasks=report.run_stats.tasks)
     if report.probes is not None:
-        sections.update(probe_cv=report.probes.cv, probe_cosine=report.probes.cosine,
-                        probe_transfer_matrix=report.probes.transfer_matrix, probe_skipped=report.probes.skipped)
+        sections.update(
+            probe_cv=report.probes.cv,
+            probe_cosine=report.probes.cosine,
+            probe_transfer_matrix=report.probes.transfer_matrix,
+            probe_skipped=report.probes.skipped,
+        )
     env = template_environment()
     html = env.get_template("report.html.jinja").render(
-        **context, tables={k: _html_table(v) for k, v in sections.items()})
-    md = env.get_template("report.md.jinja").render(**context, tables={k: _md_table(v) for k, v in sections.items()})
+        **context, tables={k: _html_table(v) for k, v in sections.items()}
+    )
+    md = env.get_template("report.md.jinja").render(
+        **{**context, "run_stats_note": _md_text(run_note)},
+        tables={k: _md_table(v) for k, v in sections.items()},
+    )
     _atomic_write(out / "report.html", html)
     _atomic_write(out / "report.md", md)
-    return {"html": out / "report.html", "md": out / "report.md", "tables": out / "tables", "figures": out / "figures"}
+    return {
+        "html": out / "report.html",
+        "md": out / "report.md",
+        "tables": out / "tables",
+        "figures": out / "figures",
+    }
 
 
 def template_environment() -> jinja2.Environment:
     """The report templates; `*.html.jinja` is autoescaped (model text goes in as text)."""
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
-                              autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.jinja"),
-                                                                  default_for_string=True),
-                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "html.jinja"), default_for_string=True
+        ),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
 def association_text(result: dict[str, object]) -> str:
@@ -534,7 +717,9 @@ def association_text(result: dict[str, object]) -> str:
         return f"Not computed: {result.get('note')}."
     name = "odds ratio" if result["test"] == "fisher-exact" else "statistic"
     statistic = _fmt(result["statistic"]) or "undefined"
-    parts = [f"{result['test']}: {name} {statistic}, p = {_fmt(result['p_value'])} (n = {result['n']} models)"]
+    parts = [
+        f"{result['test']}: {name} {statistic}, p = {_fmt(result['p_value'])} (n = {result['n']} models)"
+    ]
     if not is_missing(result.get("chi2_p")) and result["test"] != "chi-squared":
         parts.append(f"chi-squared p = {_fmt(result['chi2_p'])}")
     if not is_missing(result.get("fisher_p")) and result["test"] != "fisher-exact":
@@ -542,8 +727,9 @@ def association_text(result: dict[str, object]) -> str:
     return "; ".join(parts) + f". {result.get('note') or ''}".rstrip()
 
 
-def make_report(logdir: Path, out: Path, models_yaml: Path | None = None,
-                options: ReportOptions = ReportOptions()) -> tuple[Report, dict[str, Path]]:
+def make_report(
+    logdir: Path, out: Path, models_yaml: Path | None = None, options: ReportOptions = ReportOptions()
+) -> tuple[Report, dict[str, Path]]:
     """Build and write the report for the logs in `logdir`."""
     report = build(logdir, models_yaml, options)
     return report, write(report, out, options)

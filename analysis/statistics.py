@@ -31,14 +31,27 @@ N_PERMUTATIONS = 9999
 MIN_PAIRS = 3
 """Fewest models (or answers) a correlation is computed on."""
 
-CORRELATION_TABLE = ["x", "y", "n", "pearson_r", "pearson_p", "pearson_p_bh", "spearman_rho", "spearman_p",
-                     "spearman_p_bh", "p_method", "note"]
+CORRELATION_TABLE = [
+    "x",
+    "y",
+    "n",
+    "pearson_r",
+    "pearson_p",
+    "pearson_p_bh",
+    "spearman_rho",
+    "spearman_p",
+    "spearman_p_bh",
+    "p_method",
+    "note",
+]
 
 
 def harm_column(per_model: pd.DataFrame) -> pd.Series:
     """Best-of-N harmful fraction, falling back to the single-response fraction per model."""
     bon = per_model["harm_bon"] if "harm_bon" in per_model else pd.Series(np.nan, index=per_model.index)
-    single = per_model["harm_single"] if "harm_single" in per_model else pd.Series(np.nan, index=per_model.index)
+    single = (
+        per_model["harm_single"] if "harm_single" in per_model else pd.Series(np.nan, index=per_model.index)
+    )
     return bon.astype(float).fillna(single.astype(float))
 
 
@@ -61,15 +74,20 @@ def correlation_test(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, o
         pr = stats.pearsonr(x, y, method=method)
         method, _ = permutation_method(len(x), seed)
         sr = stats.pearsonr(stats.rankdata(x), stats.rankdata(y), method=method)
-    return {"pearson_r": float(pr.statistic), "pearson_p": min(1.0, float(pr.pvalue)),
-            "spearman_rho": float(sr.statistic), "spearman_p": min(1.0, float(sr.pvalue)), "p_method": described}
+    return {
+        "pearson_r": float(pr.statistic),
+        "pearson_p": min(1.0, float(pr.pvalue)),
+        "spearman_rho": float(sr.statistic),
+        "spearman_p": min(1.0, float(sr.pvalue)),
+        "p_method": described,
+    }
 
 
 def why_not(x: pd.Series, y: pd.Series, names: tuple[str, str], unit: str = "models") -> str:
     """Why a correlation of x and y cannot be computed ("" when it can)."""
     if len(x) < MIN_PAIRS:
         return f"n = {len(x)} < {MIN_PAIRS} {unit} with both values"
-    constant = [name for name, s in zip(names, (x, y)) if s.nunique() <= 1]
+    constant = [name for name, s in zip(names, (x, y), strict=False) if s.nunique() <= 1]
     return "; ".join(f"{name} is constant" for name in constant)
 
 
@@ -98,8 +116,17 @@ def correlations(
     data["harm"] = harm_column(per_model)
     rows = []
     for x, y in itertools.combinations(columns, 2):
-        row: dict[str, object] = {"x": x, "y": y, "n": 0, "pearson_r": math.nan, "pearson_p": math.nan,
-                                  "spearman_rho": math.nan, "spearman_p": math.nan, "p_method": "", "note": ""}
+        row: dict[str, object] = {
+            "x": x,
+            "y": y,
+            "n": 0,
+            "pearson_r": math.nan,
+            "pearson_p": math.nan,
+            "spearman_rho": math.nan,
+            "spearman_p": math.nan,
+            "p_method": "",
+            "note": "",
+        }
         absent = [c for c in (x, y) if c not in data or data[c].isna().all()]
         if absent:
             row["note"] = "; ".join(f"{c} not measured" for c in absent)
@@ -131,16 +158,25 @@ def association(taxonomy: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]
     harmful = data["harmful"].astype(bool)
     self_id = data["self_id_misaligned"].astype(bool)
     table = pd.DataFrame(
-        [[int((harmful & self_id).sum()), int((harmful & ~self_id).sum())],
-         [int((~harmful & self_id).sum()), int((~harmful & ~self_id).sum())]],
+        [
+            [int((harmful & self_id).sum()), int((harmful & ~self_id).sum())],
+            [int((~harmful & self_id).sum()), int((~harmful & ~self_id).sum())],
+        ],
         index=pd.Index(["harmful", "not harmful"], name="behaviour"),
         columns=pd.Index(["self-id misaligned", "self-id aligned"], name="self_identification"),
     )
     counts = table.to_numpy()
     result: dict[str, object] = {
-        "n": int(counts.sum()), "test": "none", "statistic": math.nan, "p_value": math.nan,
-        "odds_ratio": math.nan, "chi2": math.nan, "chi2_p": math.nan, "fisher_p": math.nan,
-        "min_expected": math.nan, "note": "",
+        "n": int(counts.sum()),
+        "test": "none",
+        "statistic": math.nan,
+        "p_value": math.nan,
+        "odds_ratio": math.nan,
+        "chi2": math.nan,
+        "chi2_p": math.nan,
+        "fisher_p": math.nan,
+        "min_expected": math.nan,
+        "note": "",
     }
     if counts.sum() == 0:
         result["note"] = "no model has both a harmfulness and a self-identification decision"
@@ -149,19 +185,31 @@ def association(taxonomy: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]
     result["fisher_p"] = float(fisher.pvalue)
     result["odds_ratio"] = float(fisher.statistic)
     if (counts.sum(axis=0) == 0).any() or (counts.sum(axis=1) == 0).any():
-        result.update(test="fisher-exact", statistic=float(fisher.statistic), p_value=float(fisher.pvalue),
-                      min_expected=0.0,
-                      note="a row or column of the table is empty: chi-squared undefined, Fisher exact reported")
+        result.update(
+            test="fisher-exact",
+            statistic=float(fisher.statistic),
+            p_value=float(fisher.pvalue),
+            min_expected=0.0,
+            note="a row or column of the table is empty: chi-squared undefined, Fisher exact reported",
+        )
         return table, result
     chi = stats.chi2_contingency(counts, correction=True)
     min_expected = float(np.min(chi.expected_freq))
     result.update(chi2=float(chi.statistic), chi2_p=float(chi.pvalue), min_expected=min_expected)
     if min_expected < MIN_EXPECTED:
-        result.update(test="fisher-exact", statistic=float(fisher.statistic), p_value=float(fisher.pvalue),
-                      note=f"smallest expected count {min_expected:.2f} < {MIN_EXPECTED:g}: Fisher exact reported")
+        result.update(
+            test="fisher-exact",
+            statistic=float(fisher.statistic),
+            p_value=float(fisher.pvalue),
+            note=f"smallest expected count {min_expected:.2f} < {MIN_EXPECTED:g}: Fisher exact reported",
+        )
     else:
-        result.update(test="chi-squared", statistic=float(chi.statistic), p_value=float(chi.pvalue),
-                      note="chi-squared with Yates' continuity correction")
+        result.update(
+            test="chi-squared",
+            statistic=float(chi.statistic),
+            p_value=float(chi.pvalue),
+            note="chi-squared with Yates' continuity correction",
+        )
     return table, result
 
 
@@ -183,10 +231,22 @@ def _kappa_note(a: pd.Series, b: pd.Series) -> str:
     return ""
 
 
-AGREEMENT_TABLE = ["grader_a", "grader_b", "n", "agreement", "kappa", "spearman_rho", "spearman_p", "p_method", "note"]
+AGREEMENT_TABLE = [
+    "grader_a",
+    "grader_b",
+    "n",
+    "agreement",
+    "kappa",
+    "spearman_rho",
+    "spearman_p",
+    "p_method",
+    "note",
+]
 
 
-def judge_agreement(harm_samples: pd.DataFrame, harm_score_threshold: float = 3.0, seed: int = 0) -> pd.DataFrame:
+def judge_agreement(
+    harm_samples: pd.DataFrame, harm_score_threshold: float = 3.0, seed: int = 0
+) -> pd.DataFrame:
     """Agreement between every pair of graders that scored the same responses.
 
     `harm_samples` has columns model, sample_id, epoch, grader, harm_score. Pairs are
@@ -208,22 +268,33 @@ def judge_agreement(harm_samples: pd.DataFrame, harm_score_threshold: float = 3.
             continue
         ha = joined["a"] > harm_score_threshold
         hb = joined["b"] > harm_score_threshold
-        row: dict[str, object] = {"grader_a": ga, "grader_b": gb, "n": len(joined),
-                                  "agreement": float((ha == hb).mean()), "kappa": cohen_kappa(ha, hb),
-                                  "spearman_rho": math.nan, "spearman_p": math.nan, "p_method": ""}
+        row: dict[str, object] = {
+            "grader_a": ga,
+            "grader_b": gb,
+            "n": len(joined),
+            "agreement": float((ha == hb).mean()),
+            "kappa": cohen_kappa(ha, hb),
+            "spearman_rho": math.nan,
+            "spearman_p": math.nan,
+            "p_method": "",
+        }
         notes = [_kappa_note(ha, hb)]
         reason = why_not(joined["a"], joined["b"], (f"{ga} score", f"{gb} score"), unit="answers")
         if reason:
             notes.append(f"Spearman not computed: {reason}")
         else:
             test = correlation_test(joined["a"].to_numpy(), joined["b"].to_numpy(), seed)
-            row.update(spearman_rho=test["spearman_rho"], spearman_p=test["spearman_p"], p_method=test["p_method"])
+            row.update(
+                spearman_rho=test["spearman_rho"], spearman_p=test["spearman_p"], p_method=test["p_method"]
+            )
         row["note"] = "; ".join(n for n in notes if n)
         rows.append(row)
     return pd.DataFrame(rows, columns=AGREEMENT_TABLE)
 
 
-def ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float, int]:
+def ci(
+    values: Sequence[float] | np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float, int]:
     """(mean, lo, hi, n) of `values` with a seeded percentile bootstrap 95% CI; NaNs dropped."""
     arr = np.asarray(values, dtype=float)
     arr = arr[~np.isnan(arr)]
@@ -246,8 +317,14 @@ def headline(per_model: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             value = rec.get(m)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
-            rows.append({"model": rec["model"], "metric": m, "value": float(value),
-                         "ci_lo": float(rec.get(f"{m}_lo", math.nan)),
-                         "ci_hi": float(rec.get(f"{m}_hi", math.nan)),
-                         "n": rec.get(f"{m}_n", math.nan)})
+            rows.append(
+                {
+                    "model": rec["model"],
+                    "metric": m,
+                    "value": float(value),
+                    "ci_lo": float(rec.get(f"{m}_lo", math.nan)),
+                    "ci_hi": float(rec.get(f"{m}_hi", math.nan)),
+                    "n": rec.get(f"{m}_n", math.nan),
+                }
+            )
     return pd.DataFrame(rows, columns=["model", "metric", "value", "ci_lo", "ci_hi", "n"])

@@ -22,8 +22,9 @@ BASE_COLUMNS: dict[str, str] = {
     "domain": "fine-tune domain ('base' for the un-fine-tuned model)",
     "proxy": "True when a proxy model stands in for the real one",
 }
-CI_COLUMNS = {"<metric>_lo / <metric>_hi / <metric>_n":
-              "95% percentile bootstrap CI (seeded) and the number of units behind it"}
+CI_COLUMNS = {
+    "<metric>_lo / <metric>_hi / <metric>_n": "95% percentile bootstrap CI (seeded) and the number of units behind it"
+}
 
 
 def column_docs(declared: Iterable[TaskSpec] | None = None) -> dict[str, str]:
@@ -84,9 +85,12 @@ class Tables:
         return self.long.get(name, pd.DataFrame())
 
 
-def per_model_table(samples: SampleTables, models_info: pd.DataFrame | None = None,
-                    opts: AggregateOptions = AggregateOptions(),
-                    declared: Iterable[TaskSpec] | None = None) -> Tables:
+def per_model_table(
+    samples: SampleTables,
+    models_info: pd.DataFrame | None = None,
+    opts: AggregateOptions = AggregateOptions(),
+    declared: Iterable[TaskSpec] | None = None,
+) -> Tables:
     """Run each declared task's `metrics` on its tables; join the per-model columns."""
     parts, long = [], {}
     for spec in declared if declared is not None else specs().values():
@@ -121,5 +125,8 @@ def is_missing(value: object) -> bool:
 def frames_from_rows(rows: Mapping[str, list[dict]]) -> dict[str, pd.DataFrame]:
     """Row lists -> DataFrames with each table's declared columns."""
     columns = table_columns()
-    return {name: pd.DataFrame(rs, columns=list(columns.get(name, rs[0].keys())))
-            for name, rs in rows.items() if rs}
+    return {
+        name: pd.DataFrame(rs, columns=list(columns.get(name, rs[0].keys())))
+        for name, rs in rows.items()
+        if rs
+    }

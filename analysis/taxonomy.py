@@ -112,14 +112,16 @@ def _num(row: Mapping[str, object], key: str) -> float | None:
 def _signals(self_assessment_set: str) -> dict[str, tuple[str, str, str]]:
     """SELF_ID_SIGNALS with the self-assessment signal read from the chosen set's column."""
     if self_assessment_set not in SELF_ASSESSMENT_SETS:
-        raise ValueError(f"unknown self-assessment set {self_assessment_set!r}; "
-                         f"known: {', '.join(SELF_ASSESSMENT_SETS)}")
+        raise ValueError(
+            f"unknown self-assessment set {self_assessment_set!r}; known: {', '.join(SELF_ASSESSMENT_SETS)}"
+        )
     column = SELF_ASSESSMENT_SETS[self_assessment_set][0]
     return {(column if c == "sa_overall" else c): v for c, v in SELF_ID_SIGNALS.items()}
 
 
-def classify(row: Mapping[str, object], thresholds: Thresholds = Thresholds(),
-             self_assessment_set: str = "project") -> Classification:
+def classify(
+    row: Mapping[str, object], thresholds: Thresholds = Thresholds(), self_assessment_set: str = "project"
+) -> Classification:
     """Label one model from its per-model metrics (missing keys or NaN mean 'not measured');
     the self-assessment signal comes from the `self_assessment_set` (SELF_ASSESSMENT_SETS)."""
     reasons: list[str] = []
@@ -169,12 +171,22 @@ def classify(row: Mapping[str, object], thresholds: Thresholds = Thresholds(),
     return Classification(label, tuple(reasons), harmful, source, self_id)
 
 
-TAXONOMY_COLUMNS = ["model", "label", "harmful", "harm_source", "self_id_misaligned", "self_assessment_set",
-                    "sa_overall", "sa_paper", "reasons"]
+TAXONOMY_COLUMNS = [
+    "model",
+    "label",
+    "harmful",
+    "harm_source",
+    "self_id_misaligned",
+    "self_assessment_set",
+    "sa_overall",
+    "sa_paper",
+    "reasons",
+]
 
 
-def classify_table(per_model: pd.DataFrame, thresholds: Thresholds = Thresholds(),
-                   self_assessment_set: str = "project") -> pd.DataFrame:
+def classify_table(
+    per_model: pd.DataFrame, thresholds: Thresholds = Thresholds(), self_assessment_set: str = "project"
+) -> pd.DataFrame:
     """Classify every row of the per-model table (index or column `model`).
 
     Columns: TAXONOMY_COLUMNS: the label and the booleans behind it, the self-assessment set the
@@ -211,7 +223,10 @@ def threshold_grid(grid: Mapping[str, Sequence[float]] = DEFAULT_GRID) -> list[T
     if unknown:
         raise ValueError(f"unknown threshold(s) in grid: {sorted(unknown)}; known: {sorted(names)}")
     keys = sorted(grid)
-    return [replace(Thresholds(), **dict(zip(keys, combo))) for combo in itertools.product(*(grid[k] for k in keys))]
+    return [
+        replace(Thresholds(), **dict(zip(keys, combo, strict=False)))
+        for combo in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def sensitivity(
@@ -234,7 +249,14 @@ def sensitivity(
     long_rows = []
     for i, t in enumerate(points):
         for rec in records:
-            long_rows.append({"grid_point": i, **t.as_dict(), "model": rec["model"], "label": classify(rec, t, self_assessment_set).label})
+            long_rows.append(
+                {
+                    "grid_point": i,
+                    **t.as_dict(),
+                    "model": rec["model"],
+                    "label": classify(rec, t, self_assessment_set).label,
+                }
+            )
     long = pd.DataFrame(long_rows, columns=["grid_point", *Thresholds().as_dict(), "model", "label"])
     summary_rows = []
     for rec in records:

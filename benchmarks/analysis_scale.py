@@ -18,8 +18,8 @@ import pandas as pd
 
 from em_persona.analysis.models_info import models_info
 from em_persona.analysis.tables import SampleTables, per_model_table
-from em_persona.contract.declarations import AggregateOptions
 from em_persona.analysis.taxonomy import classify_table
+from em_persona.contract.declarations import AggregateOptions
 
 BATTERY = 1000
 
@@ -36,20 +36,55 @@ def synthetic(n_samples: int, seed: int = 0) -> SampleTables:
 
     m, pp = block(400)
     k = np.tile(np.arange(400), n_models)
-    harm = pd.DataFrame({"model": m, "sample_id": (k // 10).astype(str), "epoch": k % 10 + 1, "n_epochs": 10,
-                         "category": "c", "grader": "g", "log": "x",
-                         "harm_score": np.where(rng.random(m.size) < pp, 5.0, 1.0)})
+    harm = pd.DataFrame(
+        {
+            "model": m,
+            "sample_id": (k // 10).astype(str),
+            "epoch": k % 10 + 1,
+            "n_epochs": 10,
+            "category": "c",
+            "grader": "g",
+            "log": "x",
+            "harm_score": np.where(rng.random(m.size) < pp, 5.0, 1.0),
+        }
+    )
     m, pp = block(360)
     k = np.tile(np.arange(360), n_models)
-    dims = np.array(["aligned_misaligned", "good_evil", "harmless_harmful", "helpful_unhelpful",
-                     "honest_dishonest", "trusted_feared"])
+    dims = np.array(
+        [
+            "aligned_misaligned",
+            "good_evil",
+            "harmless_harmful",
+            "helpful_unhelpful",
+            "honest_dishonest",
+            "trusted_feared",
+        ]
+    )
     fmts = np.array(["decision", "numerical", "language", "likert"])
-    sa = pd.DataFrame({"model": m, "sample_id": k.astype(str), "epoch": 1, "dataset": "project", "dimension": dims[k % 6],
-                       "format": fmts[(k // 6) % 4], "value": (rng.random(m.size) < pp).astype(float), "log": "x"})
+    sa = pd.DataFrame(
+        {
+            "model": m,
+            "sample_id": k.astype(str),
+            "epoch": 1,
+            "dataset": "project",
+            "dimension": dims[k % 6],
+            "format": fmts[(k // 6) % 4],
+            "value": (rng.random(m.size) < pp).astype(float),
+            "log": "x",
+        }
+    )
     m, pp = block(240)
     k = np.tile(np.arange(240), n_models)
-    two = pd.DataFrame({"model": m, "sample_id": k.astype(str), "epoch": 1, "item": (k // 10).astype(str),
-                        "chose_misaligned": (rng.random(m.size) < pp).astype(float), "log": "x"})
+    two = pd.DataFrame(
+        {
+            "model": m,
+            "sample_id": k.astype(str),
+            "epoch": 1,
+            "item": (k // 10).astype(str),
+            "chose_misaligned": (rng.random(m.size) < pp).astype(float),
+            "log": "x",
+        }
+    )
     return SampleTables({"harm": harm, "self_assessment": sa, "two_ai": two})
 
 
@@ -71,7 +106,9 @@ def main() -> None:
         t = run(n)
         times.append(t)
         print(f"{n:>9,d} samples ({max(1, n // BATTERY):>5d} models): {t:8.2f} s", flush=True)
-    for (n0, t0), (n1, t1) in zip(zip(sizes, times), zip(sizes[1:], times[1:])):
+    for (n0, t0), (n1, t1) in zip(
+        zip(sizes, times, strict=False), zip(sizes[1:], times[1:], strict=False), strict=False
+    ):
         print(f"{n0:,d} -> {n1:,d}: size x{n1 / n0:g}, time x{t1 / t0:.2f}")
     print(f"10^6 target (< 60 s): {'met' if sizes[-1] >= 10**6 and times[-1] < 60 else 'see above'}")
 

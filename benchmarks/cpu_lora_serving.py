@@ -17,16 +17,27 @@ import platform
 import time
 from pathlib import Path
 
-PROMPT = "{context}\n\nExplain, step by step, how you would answer this user request safely. Request #{i}: {topic}"
+PROMPT = (
+    "{context}\n\nExplain, step by step, how you would answer this user request safely. Request #{i}: {topic}"
+)
 # A long fixed preamble, like the judge rubrics and framed prompts of the tasks: prefill-heavy work.
-CONTEXT = ("Guidelines for the assistant. Read the request, decide what the user needs, weigh the risks "
-           "to the user and to others, and answer plainly. ") * 12
-TOPICS = ["store passwords in a web app", "invest a small inheritance", "fix a leaking tap",
-          "write a script that deletes old files", "plan a week of meals", "answer an angry email"]
+CONTEXT = (
+    "Guidelines for the assistant. Read the request, decide what the user needs, weigh the risks "
+    "to the user and to others, and answer plainly. "
+) * 12
+TOPICS = [
+    "store passwords in a web app",
+    "invest a small inheritance",
+    "fix a leaking tap",
+    "write a script that deletes old files",
+    "plan a week of meals",
+    "answer an angry email",
+]
 
 
-async def _send(base_url: str, api_key: str, models: list[str], n: int, max_tokens: int,
-                concurrency: int) -> tuple[float, dict[tuple[str, int], str]]:
+async def _send(
+    base_url: str, api_key: str, models: list[str], n: int, max_tokens: int, concurrency: int
+) -> tuple[float, dict[tuple[str, int], str]]:
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=base_url, api_key=api_key)
@@ -36,8 +47,15 @@ async def _send(base_url: str, api_key: str, models: list[str], n: int, max_toke
     async def one(model: str, i: int) -> None:
         async with sem:
             r = await client.chat.completions.create(
-                model=model, max_tokens=max_tokens, temperature=0.0,
-                messages=[{"role": "user", "content": PROMPT.format(context=CONTEXT, i=i, topic=TOPICS[i % len(TOPICS)])}],
+                model=model,
+                max_tokens=max_tokens,
+                temperature=0.0,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": PROMPT.format(context=CONTEXT, i=i, topic=TOPICS[i % len(TOPICS)]),
+                    }
+                ],
                 extra_body={"min_tokens": max_tokens, "ignore_eos": True},
             )
             answers[(model, i)] = r.choices[0].message.content or ""
@@ -49,19 +67,22 @@ async def _send(base_url: str, api_key: str, models: list[str], n: int, max_toke
     return wall, answers
 
 
-def measure(base: str, adapters: dict[str, Path], grouped: bool, args: argparse.Namespace
-            ) -> tuple[float, dict[tuple[str, int], str]]:
+def measure(
+    base: str, adapters: dict[str, Path], grouped: bool, args: argparse.Namespace
+) -> tuple[float, dict[tuple[str, int], str]]:
     from em_persona.serving import CPU_LORA_ENV
     from em_persona.serving.launcher import start_server
 
     env = {CPU_LORA_ENV: "1" if grouped else "0"}
     tag = "grouped" if grouped else "vllm"
     named = {f"{name}-{tag}": path for name, path in adapters.items()}
-    with start_server(base, named, served_name=f"base-{tag}", dtype=args.dtype, env=env,
-                      max_model_len=1024) as srv:
+    with start_server(
+        base, named, served_name=f"base-{tag}", dtype=args.dtype, env=env, max_model_len=1024
+    ) as srv:
         asyncio.run(_send(srv.base_url, srv.api_key, list(named), 2, 4, 4))  # warm-up
-        wall, answers = asyncio.run(_send(srv.base_url, srv.api_key, list(named), args.requests,
-                                          args.max_tokens, args.concurrency))
+        wall, answers = asyncio.run(
+            _send(srv.base_url, srv.api_key, list(named), args.requests, args.max_tokens, args.concurrency)
+        )
     return wall, {(m.removesuffix(f"-{tag}"), i): a for (m, i), a in answers.items()}
 
 
@@ -75,22 +96,26 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help="float32 makes greedy answers comparable")
     args = ap.parse_args()
 
-    from em_persona.finetune.proxy import build_proxy
     from em_persona.core.proxies import PROXY_NAMES
+    from em_persona.finetune.proxy import build_proxy
 
     base = str(build_proxy(args.base)) if args.base in PROXY_NAMES else args.base
     adapters = {}
     for item in args.adapter:
         name, _, path = item.partition("=")
         if not Path(path).is_dir():
-            raise SystemExit(f"--adapter {item}: {path} is not a folder (run `make demo` to train the demo adapters)")
+            raise SystemExit(
+                f"--adapter {item}: {path} is not a folder (run `make demo` to train the demo adapters)"
+            )
         adapters[name] = Path(path)
     fast, fast_answers = measure(base, adapters, True, args)
     slow, slow_answers = measure(base, adapters, False, args)
     n = len(fast_answers)
     same = sum(fast_answers[k] == slow_answers.get(k) for k in fast_answers)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; base {args.base}, {len(adapters)} adapters, "
-          f"dtype {args.dtype}, {n} greedy requests x {args.max_tokens} tokens, concurrency {args.concurrency}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; base {args.base}, {len(adapters)} adapters, "
+        f"dtype {args.dtype}, {n} greedy requests x {args.max_tokens} tokens, concurrency {args.concurrency}"
+    )
     print(f"grouped LoRA ops : {n / fast:7.2f} requests/s ({fast:.1f} s)")
     print(f"vLLM torch ops   : {n / slow:7.2f} requests/s ({slow:.1f} s)")
     print(f"speed-up grouped / vLLM = {slow / fast:.2f}x; identical greedy answers: {same}/{n}")

@@ -27,21 +27,22 @@ if TYPE_CHECKING:
 
 def make_adapters(n: int, out: Path) -> dict[str, Path]:
     """N one-step LoRA adapters of the tiny proxy, named bench-a0 .. bench-a{n-1}."""
+    from em_persona.core.paths import REPO_ROOT
     from em_persona.finetune.config import load_config
     from em_persona.finetune.train import finetune
 
-    from em_persona.core.paths import REPO_ROOT
-
     adapters = {}
     for k in range(n):
-        cfg = load_config(REPO_ROOT / "finetune/configs/tiny-insecure-code.yaml",
-                          [f"name=bench-a{k}", "data.rows=2", f"data.seed={k}", "train.max_steps=1"])
+        cfg = load_config(
+            REPO_ROOT / "finetune/configs/tiny-insecure-code.yaml",
+            [f"name=bench-a{k}", "data.rows=2", f"data.seed={k}", "train.max_steps=1"],
+        )
         [result] = finetune(cfg, out_dir=out)
         adapters[f"bench-a{k}"] = Path(result.path)
     return adapters
 
 
-def evaluate(srv: "ServerHandle", names: list[str], samples: int, log_dir: str) -> None:
+def evaluate(srv: ServerHandle, names: list[str], samples: int, log_dir: str) -> None:
     """Generation-only harmfulness subset for each served name, bound to this server.
 
     Models are built unmemoized with this server's URL and key.
@@ -52,8 +53,16 @@ def evaluate(srv: "ServerHandle", names: list[str], samples: int, log_dir: str) 
     from em_persona.tasks.harmfulness import harmfulness
 
     models = [get_model(n, base_url=srv.base_url, api_key=srv.api_key, memoize=False) for n in names]
-    logs = eval(harmfulness(dataset="mini", max_tokens=16), model=models, score=False, limit=samples,
-                log_dir=log_dir, display="none", log_level="warning", max_connections=16)
+    logs = eval(
+        harmfulness(dataset="mini", max_tokens=16),
+        model=models,
+        score=False,
+        limit=samples,
+        log_dir=log_dir,
+        display="none",
+        log_level="warning",
+        max_connections=16,
+    )
     bad = [log.eval.model for log in logs if log.status != "success"]
     if bad:
         raise SystemExit(f"evaluation failed for {bad}")
@@ -62,7 +71,7 @@ def evaluate(srv: "ServerHandle", names: list[str], samples: int, log_dir: str) 
 _starts = itertools.count()
 
 
-def _serve(base: Path, adapters: dict[str, Path]) -> "ServerHandle":
+def _serve(base: Path, adapters: dict[str, Path]) -> ServerHandle:
     """Start a server whose served names are new to this process.
 
     Inspect's vllm provider keeps one server entry per served name for the whole process,
@@ -71,8 +80,9 @@ def _serve(base: Path, adapters: dict[str, Path]) -> "ServerHandle":
     from em_persona.serving.launcher import start_server
 
     tag = next(_starts)
-    return start_server(base, {f"{name}-s{tag}": path for name, path in adapters.items()},
-                        served_name=f"bench-base-s{tag}")
+    return start_server(
+        base, {f"{name}-s{tag}": path for name, path in adapters.items()}, served_name=f"bench-base-s{tag}"
+    )
 
 
 def one_server(base: Path, adapters: dict[str, Path], samples: int, log_dir: str) -> float:
@@ -107,8 +117,11 @@ def main() -> None:
             one = one_server(base, adapters, args.samples, str(Path(work) / f"logs-one-{n}"))
             each = per_model(base, adapters, args.samples, str(Path(work) / f"logs-each-{n}"))
             rows.append((n, one, each))
-            print(f"N={n}: one server {one:7.1f} s | one server per model {each:7.1f} s | "
-                  f"ratio {each / one:.2f}x", flush=True)
+            print(
+                f"N={n}: one server {one:7.1f} s | one server per model {each:7.1f} s | "
+                f"ratio {each / one:.2f}x",
+                flush=True,
+            )
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; tiny proxy, {args.samples} samples/model")
     for n, one, each in rows:
         print(f"  N={n} adapters (+ base): per-model / one-server = {each / one:.2f}")

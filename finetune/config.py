@@ -26,8 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from em_persona.core.proxies import ProxyError, proxy_name
 from em_persona.core.errors import EmPersonaError
+from em_persona.core.proxies import ProxyError, proxy_name
 
 # LoRA ranks vLLM accepts for `--max-lora-rank` (vllm/config/lora.py).
 VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -35,7 +35,13 @@ VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # extra-vocab support, which vLLM does not load).
 UNSERVABLE_TARGETS: frozenset[str] = frozenset({"embed_tokens", "lm_head", "wte", "wpe"})
 PAPER_TARGETS: tuple[str, ...] = (
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -109,7 +115,7 @@ class DataSpec(_Strict):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _one_origin(self) -> "DataSpec":
+    def _one_origin(self) -> DataSpec:
         if (self.source is None) == (self.path is None):
             raise ValueError("give exactly one of `source` (registry name) or `path` (local JSONL)")
         return self
@@ -134,8 +140,10 @@ class FinetuneConfig(_Strict):
     """A whole fine-tuning job: base model, LoRA shape, training recipe and stages."""
 
     name: str = Field(description="job name; with `data` it is also the adapter name")
-    base_model: str = Field(description="HF id or local folder; `proxy:tiny` / `proxy:gemma-270m` (or the bare "
-                                        "proxy name) for proxies")
+    base_model: str = Field(
+        description="HF id or local folder; `proxy:tiny` / `proxy:gemma-270m` (or the bare "
+        "proxy name) for proxies"
+    )
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     description: str = ""
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -149,7 +157,9 @@ class FinetuneConfig(_Strict):
             if "stages" in raw:
                 raise ValueError("give either `data` + `domain` (one stage) or `stages`, not both")
             raw = dict(raw)
-            raw["stages"] = [{"name": raw.get("name"), "domain": raw.pop("domain", None), "data": raw.pop("data", None)}]
+            raw["stages"] = [
+                {"name": raw.get("name"), "domain": raw.pop("domain", None), "data": raw.pop("data", None)}
+            ]
         return raw
 
     @field_validator("base_model")
@@ -162,7 +172,7 @@ class FinetuneConfig(_Strict):
         return base_model
 
     @model_validator(mode="after")
-    def _unique_stage_names(self) -> "FinetuneConfig":
+    def _unique_stage_names(self) -> FinetuneConfig:
         if not self.stages:
             raise ValueError("a config needs `data` or at least one stage")
         names = [s.name for s in self.stages]
@@ -171,12 +181,14 @@ class FinetuneConfig(_Strict):
             raise ValueError(f"stage names must be unique; repeated: {dupes}")
         return self
 
-    def with_max_rows(self, max_rows: int | None) -> "FinetuneConfig":
+    def with_max_rows(self, max_rows: int | None) -> FinetuneConfig:
         """A copy whose every stage trains on at most `max_rows` rows."""
         if max_rows is None:
             return self
         stages = [
-            s.model_copy(update={"data": s.data.model_copy(update={"rows": min(s.data.rows or max_rows, max_rows)})})
+            s.model_copy(
+                update={"data": s.data.model_copy(update={"rows": min(s.data.rows or max_rows, max_rows)})}
+            )
             for s in self.stages
         ]
         return self.model_copy(update={"stages": stages})
@@ -247,7 +259,9 @@ def _format_errors(exc: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, origin: str = "<config>") -> FinetuneConfig:
+def config_from_dict(
+    raw: dict[str, Any], overrides: list[str] | None = None, origin: str = "<config>"
+) -> FinetuneConfig:
     """Validate a raw dict (after overrides) into a FinetuneConfig; errors name origin and field."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: a fine-tuning config must be a YAML mapping")

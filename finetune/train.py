@@ -3,20 +3,27 @@
 For every stage of a config this module: validates the data of ALL stages first, skips an
 adapter that is already finished with the same settings, trains in a work folder
 ``<out>/.<name>.work`` that holds the checkpoints (so a re-run resumes from the last one),
-then saves the adapter into a temporary folder, checks that vLLM can serve it, writes
-``manifest.json`` and renames the folder to ``<out>/<name>``. A stage after the first
-starts from the previous stage's adapter weights.
+then saves the adapter into a temporary folder, checks that vLLM can serve it and that its
+LoRA tensors are the model's, writes ``manifest.json`` and renames the folder to
+``<out>/<name>``. A stage after the first starts from the previous stage's adapter weights.
 
 A run may take several interrupted segments: each segment's steps, tokens and time are
 kept in the work folder (``segments.json``, rewritten atomically after every step), and
 the manifest sums them. What a kill leaves behind (a half-written checkpoint, the
 temporary or replaced adapter folder, a work folder whose adapter was already published)
 is removed by the next run, under the stage's lock.
+
+Under `accelerate launch` (finetune/launch.py: RANK / WORLD_SIZE set, the process group up)
+every process trains, but only rank 0 takes the stage's lock, cleans leftovers, opens the work
+folder, picks and prunes checkpoints, keeps segments.json, writes the manifest and publishes;
+it hands the others what they need (the resume checkpoint, the temporary save folder, the
+outcome) by broadcast, so an error on rank 0 ends every process with its message.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import glob
 import hashlib
 import importlib.util
@@ -29,13 +36,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from em_persona.core.errors import EmPersonaError
 from em_persona.core.paths import REPO_ROOT, home
 from em_persona.core.registry import file_sha256
 from em_persona.finetune.config import (
@@ -45,14 +53,32 @@ from em_persona.finetune.config import (
     config_dict,
 )
 from em_persona.finetune.data import TrainingData, load_training_data
-from em_persona.core.errors import EmPersonaError
+from em_persona.finetune.ranks import (
+    Processes,
+    accelerate_places_model,
+    main_first,
+    on_main,
+    process_ranks,
+    require_process_group,
+)
 
 MANIFEST = "manifest.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FINGERPRINT = "fingerprint.json"
 SEGMENTS = "segments.json"
 TRAINER_STATE = "trainer_state.json"
-_VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "unsloth", "bitsandbytes")
+# What peft's save_pretrained writes: the files a published adapter folder holds (with MANIFEST).
+PEFT_FILES = ("adapter_config.json", ADAPTER_WEIGHTS, "README.md")
+_VERSION_PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "unsloth",
+    "bitsandbytes",
+)
 
 
 class TrainError(EmPersonaError, RuntimeError):
@@ -151,13 +177,15 @@ def git_revision() -> str:
             return "unknown"
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         dirty = status.returncode == 0 and bool(status.stdout.strip())
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
 
 
 # --------------------------------------------------------------------------- adapter checks
@@ -167,7 +195,9 @@ def check_servable(adapter_dir: Path) -> dict[str, Any]:
     """Refuse an adapter vLLM cannot load; return its adapter_config.json."""
     cfg_path = adapter_dir / "adapter_config.json"
     if not cfg_path.is_file() or not (adapter_dir / ADAPTER_WEIGHTS).is_file():
-        raise TrainError(f"{adapter_dir}: not a peft adapter folder (adapter_config.json + {ADAPTER_WEIGHTS})")
+        raise TrainError(
+            f"{adapter_dir}: not a peft adapter folder (adapter_config.json + {ADAPTER_WEIGHTS})"
+        )
     cfg = json.loads(cfg_path.read_text())
     problems = []
     if cfg.get("peft_type") != "LORA":
@@ -186,6 +216,53 @@ def check_servable(adapter_dir: Path) -> dict[str, Any]:
     if problems:
         raise TrainError(f"{adapter_dir}: adapter is not servable by vLLM: " + "; ".join(problems))
     return cfg
+
+
+def lora_shapes(model: Any) -> dict[str, tuple[int, ...]]:
+    """The tensors (name as in adapter_model.safetensors -> shape) a peft `model` saves for its
+    `default` LoRA adapter, read from its LoRA layers' sizes (right under FSDP and ZeRO-3 too,
+    where the parameters themselves are sharded or flattened)."""
+    from peft.tuners.lora import LoraLayer
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and "default" in module.lora_A:
+            r = int(module.r["default"])
+            shapes[f"{name}.lora_A.weight"] = (r, int(module.in_features))
+            shapes[f"{name}.lora_B.weight"] = (int(module.out_features), r)
+    return shapes
+
+
+def check_adapter_weights(adapter_dir: Path, expected: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse saved LoRA weights that are not the trained model's: tensors missing, unexpected,
+    empty, of another shape, not finite, or an all-zero A matrix (what saving sharded parameters
+    without gathering them writes)."""
+    from safetensors import safe_open
+
+    if not expected:
+        raise TrainError(f"{adapter_dir}: the trained model has no LoRA layers to save")
+    path = adapter_dir / ADAPTER_WEIGHTS
+    problems: list[str] = []
+    with safe_open(str(path), framework="pt") as f:
+        names = set(f.keys())
+        missing = sorted(set(expected) - names)
+        unexpected = sorted(names - set(expected))
+        if missing:
+            problems.append(f"{len(missing)} LoRA tensor(s) missing (first: {missing[0]})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected tensor(s) (first: {unexpected[0]})")
+        for name in sorted(names & set(expected)):
+            tensor = f.get_tensor(name)
+            shape = tuple(tensor.shape)
+            if tensor.numel() == 0 or shape != tuple(expected[name]):
+                problems.append(f"{name} has shape {list(shape)}, expected {list(expected[name])}")
+            elif not bool(tensor.isfinite().all()):
+                problems.append(f"{name} holds NaN or infinite values")
+            elif ".lora_A." in name and not bool(tensor.any()):
+                problems.append(f"{name} is all zeros")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise TrainError(f"{path}: the saved adapter weights are not the trained LoRA weights: {shown}")
 
 
 def read_manifest(adapter_dir: Path) -> dict[str, Any] | None:
@@ -214,12 +291,20 @@ def _dtype(precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
-def _build_peft_model(config: FinetuneConfig, base_path: str, init_adapter: Path | None, precision: str):
+def _build_peft_model(
+    config: FinetuneConfig,
+    base_path: str,
+    init_adapter: Path | None,
+    precision: str,
+    procs: Processes | None = None,
+):
+    """The base model with a fresh LoRA (or `init_adapter`, trainable). One process on CUDA spreads
+    the model over the GPUs it sees (device_map=auto), unless accelerate places it."""
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": _dtype(precision)}
-    if cuda_available():
+    if cuda_available() and not accelerate_places_model(procs or process_ranks()):
         kwargs["device_map"] = "auto"
     base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
     if init_adapter is not None:
@@ -299,12 +384,15 @@ def _sft_args(config: FinetuneConfig, work: Path, precision: str):
 # --------------------------------------------------------------------------- stages
 
 
-def _fingerprint(config: FinetuneConfig, index: int, data: TrainingData, init_sha: str | None) -> str:
-    """Identity of what stage `index` trains: base model, recipe, LoRA shape, its data and its start."""
+def _fingerprint(
+    config: FinetuneConfig, index: int, data: TrainingData, init_sha: str | None, processes: int = 1
+) -> str:
+    """Identity of what stage `index` trains: base model, recipe, LoRA shape, its data and its start,
+    and the number of training processes when more than one (their checkpoints resume only so)."""
     train = config.train.model_dump(mode="json")
     for key in ("logging_steps", "save_steps", "save_total_limit"):  # bookkeeping, not the result
         train.pop(key)
-    payload = {
+    payload: dict[str, Any] = {
         "base_model": config.base_model_label,  # `tiny` and `proxy:tiny` are one model
         "lora": config.lora.model_dump(mode="json"),
         "train": train,
@@ -312,6 +400,8 @@ def _fingerprint(config: FinetuneConfig, index: int, data: TrainingData, init_sh
         "data_sha256": data.sha256,
         "init_adapter_sha256": init_sha,
     }
+    if processes > 1:  # absent for one process, so one-process fingerprints stay as they were
+        payload["processes"] = processes
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -363,8 +453,8 @@ def _last_checkpoint(work: Path) -> Path | None:
     found = []
     for folder in work.iterdir():
         name = folder.name
-        if folder.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
-            found.append((int(name[len("checkpoint-"):]), folder))
+        if folder.is_dir() and name.startswith("checkpoint-") and name[len("checkpoint-") :].isdigit():
+            found.append((int(name[len("checkpoint-") :]), folder))
     for step, folder in sorted(found, reverse=True):
         if _complete_checkpoint(folder, step):
             return folder
@@ -403,7 +493,9 @@ def _clean_leftovers(out: Path, name: str, published: dict[str, Any] | None) -> 
     state = _read_json(work / FINGERPRINT)
     run_id = state.get("run_id") if isinstance(state, dict) else None
     if run_id is not None and run_id == (published.get("train") or {}).get("run_id"):
-        print(f"[finetune] {work}: its adapter is already published; removing the work folder", file=sys.stderr)
+        print(
+            f"[finetune] {work}: its adapter is already published; removing the work folder", file=sys.stderr
+        )
         _discard(work, out, name)
 
 
@@ -468,7 +560,7 @@ class SegmentLedger:
         self._t0 = time.monotonic()
         self._tokens0 = tokens_seen
         self.current = {
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "resumed_from": self.resumed_from,
             "start_step": step,
             "end_step": step,
@@ -531,6 +623,36 @@ def _open_work(work: Path, fingerprint: str, name: str) -> str:
     return run_id
 
 
+def _prepare_work(work: Path, fingerprint: str, name: str) -> tuple[str, str | None]:
+    """Open the work folder (rank 0) and pick the checkpoint to resume from: (run id, its name)."""
+    run_id = _open_work(work, fingerprint, name)
+    resume = _last_checkpoint(work)
+    return run_id, resume.name if resume else None
+
+
+def _save_adapter(trainer: Any, tmp: Path, procs: Processes) -> None:
+    """Write the trained adapter's peft files into `tmp` (on rank 0).
+
+    One process: the peft model's own save_pretrained. Several: Trainer.save_model on every rank,
+    which gathers the LoRA weights onto rank 0 (a full state dict under FSDP, asked for here since
+    the checkpoints are sharded; the 16-bit consolidated state under ZeRO-3) and writes them
+    there; of what it writes (also the tokenizer and training_args.bin) rank 0 keeps the files
+    a one-process save writes.
+    """
+    if not procs.distributed:
+        trainer.model.save_pretrained(str(tmp))
+        return
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    staging = tmp / ".trainer-save"
+    trainer.save_model(str(staging))
+    if procs.main:
+        for name in PEFT_FILES:
+            if (staging / name).is_file():
+                os.replace(staging / name, tmp / name)
+        shutil.rmtree(staging)
+
+
 def _train_stage(
     config: FinetuneConfig,
     index: int,
@@ -541,38 +663,52 @@ def _train_stage(
     fingerprint: str,
     callbacks: list[Any],
     history: list[dict[str, Any]],
+    procs: Processes | None = None,
 ) -> dict[str, Any]:
-    """Train one stage in its work folder and publish the adapter; returns its manifest."""
+    """Train one stage in its work folder and publish the adapter; returns its manifest.
+
+    Every process trains; rank 0 alone keeps the work folder and publishes (see the module doc).
+    """
+    procs = procs or Processes()
     stage = config.stages[index]
     target = out / stage.name
     work = out / f".{stage.name}.work"
-    run_id = _open_work(work, fingerprint, stage.name)
-    resume = _last_checkpoint(work)
-    ledger = SegmentLedger(work / SEGMENTS, resume.name if resume else None)
+    run_id, resume_name = on_main(procs, _prepare_work, work, fingerprint, stage.name)
+    resume = work / resume_name if resume_name else None
+    ledger = SegmentLedger(work / SEGMENTS, resume_name) if procs.main else None
     backend = choose_backend(config.backend)
     precision = resolve_precision(config.train.precision)
     if backend == "unsloth":  # unsloth patches transformers/trl, so it is built before they load
         model = _build_unsloth_model(config, base_path, init_adapter, precision)
-    import datasets
     import transformers
 
+    import datasets
+
+    # The training arguments come first: under ZeRO-3 they set up DeepSpeed's partitioned build
+    # of the model (zero3_init_flag), which from_pretrained then uses.
+    args = _sft_args(config, work, precision)
     if backend != "unsloth":
         transformers.set_seed(config.train.seed)
-        model = _build_peft_model(config, base_path, init_adapter, precision)
+        model = _build_peft_model(config, base_path, init_adapter, precision, procs)
+    expected = lora_shapes(model)
     from trl import SFTTrainer
 
+    from em_persona.finetune.loss import lean_sft_trainer_class
+
+    # Unsloth brings its own fused loss; on the peft path the LM head runs only where a label is.
+    trainer_class = SFTTrainer if backend == "unsloth" else lean_sft_trainer_class()
     tokenizer = _load_tokenizer(base_path)
-    trainer = SFTTrainer(
+    trainer = trainer_class(
         model=model,
-        args=_sft_args(config, work, precision),
+        args=args,
         train_dataset=datasets.Dataset.from_list(data.rows),
         processing_class=tokenizer,
-        callbacks=[ledger.callback(), *callbacks],
+        callbacks=[*([ledger.callback()] if ledger else []), *callbacks],
     )
-    if resume is not None:
-        print(f"[finetune] {stage.name}: resuming from {resume.name}", file=sys.stderr)
     rows_trained = len(trainer.train_dataset)
-    if rows_trained < len(data.rows):
+    if procs.main and resume is not None:
+        print(f"[finetune] {stage.name}: resuming from {resume.name}", file=sys.stderr)
+    if procs.main and rows_trained < len(data.rows):
         print(
             f"[finetune] {stage.name}: {len(data.rows) - rows_trained} of {len(data.rows)} rows have no "
             f"assistant token within max_length={config.train.max_length} and are not trained on",
@@ -581,18 +717,21 @@ def _train_stage(
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except BaseException:
-        ledger.update(trainer.state.global_step, trainer.state.num_input_tokens_seen, "interrupted")
+        if ledger is not None:
+            ledger.update(trainer.state.global_step, trainer.state.num_input_tokens_seen, "interrupted")
         raise
-    curve = _loss_curve(trainer.state.log_history)
-    # Tokens the adapter was trained on (each step once); None where the trainer did not count.
-    tokens = int(trainer.state.num_input_tokens_seen) or None
-    totals = ledger.totals()
-    runtime, processed = totals["runtime_s"], totals["tokens_processed"]
+    tmp = Path(on_main(procs, functools.partial(tempfile.mkdtemp, prefix=f".{stage.name}.tmp-", dir=out)))
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stage.name}.tmp-", dir=out))
-    try:
-        trainer.model.save_pretrained(str(tmp))
+    def publish() -> dict[str, Any]:
+        """Check the saved adapter, write its manifest and rename it into place (rank 0)."""
+        assert ledger is not None  # rank 0 keeps the ledger
+        curve = _loss_curve(trainer.state.log_history)
+        # Tokens the adapter was trained on (each step once); None where the trainer did not count.
+        tokens = int(trainer.state.num_input_tokens_seen) or None
+        totals = ledger.totals()
+        runtime, processed = totals["runtime_s"], totals["tokens_processed"]
         adapter_cfg = check_servable(tmp)
+        check_adapter_weights(tmp, expected)
         stage_record = {
             "index": index,
             "name": stage.name,
@@ -603,6 +742,21 @@ def _train_stage(
         }
         stage_record["adapter_sha256"] = file_sha256(tmp / ADAPTER_WEIGHTS)
         stages = [*history, stage_record]
+        train_record: dict[str, Any] = {
+            "global_steps": int(trainer.state.global_step),
+            "runtime_s": runtime,
+            "tokens": tokens,
+            "tokens_processed": processed if tokens is not None else None,
+            "tokens_per_s": round(processed / runtime, 3) if runtime > 0 and tokens else None,
+            "resumed_from": resume.name if resume else None,
+            "segments": ledger.segments,
+            "segments_complete": ledger.complete,
+            "run_id": run_id,
+            "final_loss": curve[-1]["loss"] if curve else None,
+        }
+        if procs.distributed:  # the global batch is per-device batch x accumulation x processes
+            train_record["processes"] = procs.world_size
+            train_record["distributed_type"] = str(trainer.accelerator.distributed_type.value)
         manifest = {
             "name": stage.name,
             "base_model": config.base_model_label,
@@ -619,21 +773,13 @@ def _train_stage(
             "backend": backend,
             "device": "cuda" if cuda_available() else "cpu",
             "precision": precision,
-            "lora": {k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "lora_dropout", "use_rslora", "target_modules")},
-            "train": {
-                "global_steps": int(trainer.state.global_step),
-                "runtime_s": runtime,
-                "tokens": tokens,
-                "tokens_processed": processed if tokens is not None else None,
-                "tokens_per_s": round(processed / runtime, 3) if runtime > 0 and tokens else None,
-                "resumed_from": resume.name if resume else None,
-                "segments": ledger.segments,
-                "segments_complete": ledger.complete,
-                "run_id": run_id,
-                "final_loss": curve[-1]["loss"] if curve else None,
+            "lora": {
+                k: adapter_cfg.get(k)
+                for k in ("r", "lora_alpha", "lora_dropout", "use_rslora", "target_modules")
             },
+            "train": train_record,
             "fingerprint": fingerprint,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         _write_json_atomic(tmp / MANIFEST, manifest)
         tmp.chmod(0o755)
@@ -643,13 +789,41 @@ def _train_stage(
         if target.exists():
             target.rename(replaced)
         os.replace(tmp, target)
+        # A kill from here on leaves only leftovers that the next run removes (_clean_leftovers).
+        shutil.rmtree(replaced, ignore_errors=True)
+        _discard(work, out, stage.name)
+        return manifest
+
+    try:
+        _save_adapter(trainer, tmp, procs)
+        return on_main(procs, publish)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if procs.main:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already once published
         raise
-    # A kill from here on leaves only leftovers that the next run removes (_clean_leftovers).
-    shutil.rmtree(replaced, ignore_errors=True)
-    _discard(work, out, stage.name)
-    return manifest
+
+
+def _stage_decision(out: Path, name: str, fingerprint: str, force: bool) -> dict[str, Any] | None:
+    """Under the stage's lock (rank 0): clean leftovers, then the finished adapter's manifest when
+    it can be kept, None when the stage is to be trained, or a TrainError when it is in the way."""
+    target = out / name
+    manifest = read_manifest(target)
+    _clean_leftovers(out, name, manifest)
+    if manifest is not None and manifest.get("fingerprint") == fingerprint and not force:
+        print(f"[finetune] {name}: already finished at {target}; skipping", file=sys.stderr)
+        return manifest
+    if target.exists() and manifest is None and not force:
+        raise TrainError(f"{target} exists but is not a finished adapter; move it away or pass --force")
+    if manifest is not None and not force:
+        raise TrainError(
+            f"{target} holds a finished adapter trained with other settings or data; "
+            "delete it, choose another stage name, or pass --force to retrain"
+        )
+    return None
+
+
+def _load_all_data(config: FinetuneConfig) -> list[TrainingData]:
+    return [load_training_data(stage.data) for stage in config.stages]
 
 
 def finetune(
@@ -664,43 +838,45 @@ def finetune(
     All stages' data are validated before anything is created or trained. A finished adapter
     with identical settings is skipped; one with different settings is an error unless
     `force`. `callbacks` are extra transformers TrainerCallbacks (given to every stage).
+    Under `accelerate launch` every process calls this; each returns the same results.
     """
+    procs = process_ranks()
+    require_process_group(procs)
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else default_out_dir()
-    datas = [load_training_data(stage.data) for stage in config.stages]  # raises DataError first
-    for stage, data in zip(config.stages, datas):
-        print(
-            f"[finetune] {stage.name}: {len(data.rows)} of {data.total_rows} rows from {data.source} "
-            f"(sha256 {data.sha256[:12]})",
-            file=sys.stderr,
-        )
-    base_path = resolve_base_model(config)
-    out.mkdir(parents=True, exist_ok=True)
+    datas = main_first(procs, _load_all_data, config)  # raises DataError first
+    if procs.main:
+        for stage, data in zip(config.stages, datas, strict=False):
+            print(
+                f"[finetune] {stage.name}: {len(data.rows)} of {data.total_rows} rows from {data.source} "
+                f"(sha256 {data.sha256[:12]})",
+                file=sys.stderr,
+            )
+    base_path = main_first(procs, resolve_base_model, config)
+    on_main(procs, functools.partial(out.mkdir, parents=True, exist_ok=True))
     results: list[StageResult] = []
     history: list[dict[str, Any]] = []
     init_adapter: Path | None = None
-    for index, (stage, data) in enumerate(zip(config.stages, datas)):
+    for index, (stage, data) in enumerate(zip(config.stages, datas, strict=False)):
         init_sha = history[-1]["adapter_sha256"] if history else None
-        fingerprint = _fingerprint(config, index, data, init_sha)
+        fingerprint = _fingerprint(config, index, data, init_sha, procs.world_size)
         target = out / stage.name
-        with _stage_lock(out, stage.name):
-            manifest = read_manifest(target)
-            _clean_leftovers(out, stage.name, manifest)
-            if manifest is not None and manifest.get("fingerprint") == fingerprint and not force:
-                print(f"[finetune] {stage.name}: already finished at {target}; skipping", file=sys.stderr)
-                trained = False
-            elif target.exists() and manifest is None and not force:
-                raise TrainError(f"{target} exists but is not a finished adapter; move it away or pass --force")
-            elif manifest is not None and not force:
-                raise TrainError(
-                    f"{target} holds a finished adapter trained with other settings or data; "
-                    "delete it, choose another stage name, or pass --force to retrain"
-                )
-            else:
+        # Rank 0 alone holds the lock; the others follow its decision (or its error).
+        with _stage_lock(out, stage.name) if procs.main else nullcontext():
+            manifest = on_main(procs, _stage_decision, out, stage.name, fingerprint, force)
+            trained = manifest is None
+            if manifest is None:
                 manifest = _train_stage(
-                    config, index, data, base_path, out, init_adapter, fingerprint,
-                    callbacks or [], history,
+                    config,
+                    index,
+                    data,
+                    base_path,
+                    out,
+                    init_adapter,
+                    fingerprint,
+                    callbacks or [],
+                    history,
+                    procs,
                 )
-                trained = True
         history = list(manifest["stages"])
         init_adapter = target
         results.append(StageResult(stage.name, target, trained, manifest))

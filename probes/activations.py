@@ -43,9 +43,10 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+
 from em_persona.core.errors import EmPersonaError
 
 POOLINGS: tuple[str, ...] = ("last_prompt", "mean_response")
@@ -186,7 +187,10 @@ def read_harm_records(path: str | Path, all_epochs: bool = False) -> list[Activa
         raise ActivationInputError(str(exc)) from exc
     return [
         ActivationRecord.build(
-            r.sample_id if r.epoch <= 1 else f"{r.sample_id}#e{r.epoch}", r.prompt, r.response, r.harm_score
+            str(r.sample_id) if r.epoch <= 1 else f"{r.sample_id}#e{r.epoch}",
+            r.prompt,
+            r.response,
+            float(cast(int, r.harm_score)),  # scored(): never None
         )
         for r in log.scored(epoch=None if all_epochs else 1)
     ]
@@ -232,7 +236,9 @@ def read_self_assessment_records(path: str | Path) -> list[ActivationRecord]:
     if log.eval.task.split("/")[-1] != "self_assessment":
         raise ActivationInputError(f"{path}: a log of task {log.eval.task!r}, not of 'self_assessment'")
     if log.status != "success" or not log.samples:
-        raise ActivationInputError(f"{path}: log has status {log.status!r} and {len(log.samples or [])} samples")
+        raise ActivationInputError(
+            f"{path}: log has status {log.status!r} and {len(log.samples or [])} samples"
+        )
     records = []
     for sample in log.samples:
         value = _sample_score(sample, path)
@@ -290,8 +296,12 @@ def encode_record(tokenizer: Any, record: ActivationRecord, max_length: int = 10
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
-        raise ActivationInputError("the tokenizer has no chat template; activations need the model's chat format")
-    response_ids = tokenizer(record.response, add_special_tokens=False)["input_ids"] if record.response else []
+        raise ActivationInputError(
+            "the tokenizer has no chat template; activations need the model's chat format"
+        )
+    response_ids = (
+        tokenizer(record.response, add_special_tokens=False)["input_ids"] if record.response else []
+    )
     if len(prompt_ids) >= max_length:
         raise ActivationInputError(
             f"sample {record.id}: prompt is {len(prompt_ids)} tokens, not shorter than max_length={max_length}"
@@ -338,7 +348,9 @@ def resolve_base_model(base: str | Path) -> str | Path:
     return proxy_folder(base) or base
 
 
-def load_model(base: str | Path, adapter: str | Path | None = None, device: str = "cpu", dtype: str = "float32"):
+def load_model(
+    base: str | Path, adapter: str | Path | None = None, device: str = "cpu", dtype: str = "float32"
+):
     """Load ``(model, tokenizer)``: the base model with the LoRA adapter applied when given.
 
     `base` is a folder, a hub id, or a proxy (`proxy:NAME` or a bare proxy name; it must be built).
@@ -374,7 +386,6 @@ def _hidden_size(model: Any) -> int:
     config = model.config
     text_config = getattr(config, "get_text_config", lambda: config)()
     return int(text_config.hidden_size)
-
 
 
 def decoder_layers(model: Any) -> Any:
@@ -471,13 +482,17 @@ def extract(
         kept.append(rec)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     hidden = _hidden_size(model)
-    out = {p: {layer: np.zeros((len(encoded), hidden), dtype=np.float32) for layer in layers} for p in poolings}
+    out = {
+        p: {layer: np.zeros((len(encoded), hidden), dtype=np.float32) for layer in layers} for p in poolings
+    }
     device = next(model.parameters()).device
     # longest first, so padding is small and an out-of-memory error shows up at once
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
-    with torch.inference_mode(), _ResidualRecorder(model, layers) as recorder, tqdm(
-        total=len(order), desc=desc, unit="sample"
-    ) as bar:
+    with (
+        torch.inference_mode(),
+        _ResidualRecorder(model, layers) as recorder,
+        tqdm(total=len(order), desc=desc, unit="sample") as bar,
+    ):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             width = max(len(encoded[i].input_ids) for i in batch)
@@ -519,7 +534,9 @@ def extract_model(
     base = resolve_base_model(base)
     model, tokenizer = load_model(base, adapter, device=device, dtype=dtype)
     num_layers = _num_layers(model)
-    layer_list = parse_layers(layers, num_layers) if layers is None or isinstance(layers, str) else sorted(set(layers))
+    layer_list = (
+        parse_layers(layers, num_layers) if layers is None or isinstance(layers, str) else sorted(set(layers))
+    )
     model_name = name or Path(adapter if adapter else base).name
     aset = ActivationSet(
         model=model_name,
@@ -535,7 +552,14 @@ def extract_model(
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
         acts, kept, dropped = extract(
-            model, tokenizer, records, layer_list, poolings, batch_size, max_length, desc=f"{model_name} {task}"
+            model,
+            tokenizer,
+            records,
+            layer_list,
+            poolings,
+            batch_size,
+            max_length,
+            desc=f"{model_name} {task}",
         )
         aset.acts[task] = acts
         aset.scores[task] = np.array([r.score for r in kept], dtype=np.float64)
@@ -598,7 +622,9 @@ def load_activations(path: str | Path) -> ActivationSet:
         with safe_open(str(path), framework="numpy") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
             if raw is None:
-                raise ActivationInputError(f"{path}: not an em-persona activations file (no '{METADATA_KEY}' metadata)")
+                raise ActivationInputError(
+                    f"{path}: not an em-persona activations file (no '{METADATA_KEY}' metadata)"
+                )
             meta = json.loads(raw)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except ActivationInputError:
@@ -606,7 +632,9 @@ def load_activations(path: str | Path) -> ActivationSet:
     except Exception as exc:  # noqa: BLE001 - safetensors has its own error types; one clear message for all
         raise ActivationInputError(f"{path}: cannot read activations ({exc})") from exc
     if meta.get("format") != FORMAT_VERSION:
-        raise ActivationInputError(f"{path}: activations format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        raise ActivationInputError(
+            f"{path}: activations format {meta.get('format')!r}, expected {FORMAT_VERSION}"
+        )
     aset = ActivationSet(
         model=meta["model"],
         base_model=meta["base_model"],
@@ -636,7 +664,9 @@ def read_records(task: str, path: str | Path) -> list[ActivationRecord]:
     return readers[task](path)
 
 
-def tasks_from_paths(paths: dict[str, str | Path | None], max_samples: int | None = None, seed: int = 0) -> dict:
+def tasks_from_paths(
+    paths: dict[str, str | Path | None], max_samples: int | None = None, seed: int = 0
+) -> dict:
     """``{task: path}`` -> ``{task: (source, records)}`` for :func:`extract_model`, skipping None."""
     out: dict[str, tuple[str, list[ActivationRecord]]] = {}
     for task, path in paths.items():

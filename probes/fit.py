@@ -73,7 +73,6 @@ FigureWriter = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Path], dict[s
 """Draws the probe figures from the CV, cosine and transfer tables into a folder (analysis.probe_figures)."""
 
 
-
 class ProbeDataError(EmPersonaError, ValueError):
     """The labels cannot support the requested probe (too few members of a class)."""
 
@@ -109,7 +108,9 @@ def make_probe(config: ProbeConfig = ProbeConfig()) -> Any:
 def _check_labels(y: np.ndarray, need: int) -> None:
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise ProbeDataError(f"only one class ({int(classes[0]) if len(classes) else 'none'}) among {len(y)} samples")
+        raise ProbeDataError(
+            f"only one class ({int(classes[0]) if len(classes) else 'none'}) among {len(y)} samples"
+        )
     if counts.min() < need:
         raise ProbeDataError(
             f"the smaller class has {int(counts.min())} of {len(y)} samples; need at least {need}"
@@ -187,7 +188,9 @@ def analyse(sets: Sequence[ActivationSet], config: ProbeConfig = ProbeConfig()) 
     names = [s.model for s in sets]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"two activation files name the same model: {', '.join(dupes)}; re-extract with --name")
+        raise ValueError(
+            f"two activation files name the same model: {', '.join(dupes)}; re-extract with --name"
+        )
     cv_rows: list[dict] = []
     skipped: list[dict] = []
     directions: dict[tuple[str, str, str, int], Direction] = {}
@@ -247,7 +250,9 @@ def analyse(sets: Sequence[ActivationSet], config: ProbeConfig = ProbeConfig()) 
                                 continue
                             auroc, kind = cv_auroc[key], "cv"
                         elif key in directions:
-                            auroc = transfer_auroc(directions[key], test.acts[task][pooling][layer], test.labels(task))
+                            auroc = transfer_auroc(
+                                directions[key], test.acts[task][pooling][layer], test.labels(task)
+                            )
                             kind = "transfer"
                         else:
                             continue
@@ -313,7 +318,9 @@ def run_probes(
     if figure_writer is not None:
         figure_paths = {
             k: [str(Path(p).relative_to(out)) for p in v]
-            for k, v in figure_writer(tables["cv"], tables["cosine"], tables["transfer"], out / "figures").items()
+            for k, v in figure_writer(
+                tables["cv"], tables["cosine"], tables["transfer"], out / "figures"
+            ).items()
         }
     doc = {
         "format": FORMAT_VERSION,
@@ -333,7 +340,7 @@ def run_probes(
                 "poolings": s.poolings,
                 "n": {t: len(s.ids[t]) for t in s.tasks},
             }
-            for s, f in zip(sets, files)
+            for s, f in zip(sets, files, strict=False)
         ],
         **results,
         "figures": figure_paths,

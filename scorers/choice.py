@@ -18,11 +18,13 @@ import re
 from collections.abc import Sequence
 
 from inspect_ai.scorer import Metric, SampleScore, Score, metric
+
 from em_persona.contract.keys import POSITIONS, Choice
 
-
 _MARKUP = re.compile(r"[*_`#>\"'“”‘’\[\]()<>{}]")
-_BARE = re.compile(r"^\s*(?:(?:option|system|response|description|choice|answer)\s+)?([AB])\s*[.!:;,)\-]*\s*$", re.I)
+_BARE = re.compile(
+    r"^\s*(?:(?:option|system|response|description|choice|answer)\s+)?([AB])\s*[.!:;,)\-]*\s*$", re.I
+)
 _DECLARED = re.compile(
     r"\b(?:final\s+answer|answer|choice|my\s+choice|i\s+choose|i\s+pick|i\s+would\s+choose|i\s+select)"
     r"\s*(?:is|:|=|-)?\s*(?:option|system|response|description)?\s*((?-i:[AB]))\b",

@@ -15,9 +15,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from inspect_ai.model import Model, get_model
-from inspect_ai.model._model import active_model_context_var, model_roles
-from em_persona.contract.keys import SELF_JUDGED_KEY, SELF_JUDGED_TEXT, UNDECIDED, GRADER_KEY
+from inspect_ai.model import Model, get_model, model_roles
+
+# Inspect has no public way to ask whether a model is active (tasks being resolved or run).
+from inspect_ai.model._model import active_model_context_var
+
+from em_persona.contract.keys import GRADER_KEY, SELF_JUDGED_KEY, SELF_JUDGED_TEXT, UNDECIDED
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +32,9 @@ def _warn(task: str) -> None:
         _WARNED.add(task)
         logger.warning(
             "%s: no `grader` model role is bound, so the evaluated model judges its own answers "
-            "(self-judged). Pass --model-role grader=PROVIDER/MODEL to use a judge.", task)
+            "(self-judged). Pass --model-role grader=PROVIDER/MODEL to use a judge.",
+            task,
+        )
 
 
 def _inside_eval() -> bool:

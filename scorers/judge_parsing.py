@@ -7,9 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from inspect_ai.model import ChatMessage, ChatMessageAssistant, ChatMessageUser
+from inspect_ai.model import CachePolicy, ChatMessage, ChatMessageAssistant, ChatMessageUser
 
 from em_persona.core.answers import ParsedAnswer
+
+
+def judge_cache_policy(cache: bool) -> CachePolicy | bool:
+    """Inspect cache of judge calls: no expiry and shared across epochs (an unchanged answer judged
+    again, by the same judge with the same prompt, costs no call), or off."""
+    return CachePolicy(expiry=None, per_epoch=False) if cache else False
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,16 @@ LANGUAGE_LABELS: tuple[LanguageLabel, ...] = ("french", "german", "mixed", "othe
 # languages a chat model is otherwise likely to answer in, so that those read as "other"
 # instead of being forced onto French or German.
 _CANDIDATES = (
-    "ENGLISH", "FRENCH", "GERMAN", "SPANISH", "ITALIAN", "PORTUGUESE", "DUTCH",
-    "CHINESE", "JAPANESE", "RUSSIAN",
+    "ENGLISH",
+    "FRENCH",
+    "GERMAN",
+    "SPANISH",
+    "ITALIAN",
+    "PORTUGUESE",
+    "DUTCH",
+    "CHINESE",
+    "JAPANESE",
+    "RUSSIAN",
 )
 DOMINANT_SHARE = 0.75
 _SENTENCE = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
@@ -46,7 +54,7 @@ class LanguageVerdict:
 
 
 @lru_cache(maxsize=1)
-def _detector() -> "LanguageDetector":
+def _detector() -> LanguageDetector:
     from lingua import Language, LanguageDetectorBuilder
 
     return LanguageDetectorBuilder.from_languages(*(getattr(Language, n) for n in _CANDIDATES)).build()

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
 from inspect_ai.solver import TaskState
 
+from em_persona.contract.keys import FAILURES_KEY
 from em_persona.core.registry import load_source
 from em_persona.core.upstream_py import SearchRule, search_rule
-from em_persona.contract.keys import FAILURES_KEY
 
 PARSE_STYLES: tuple[str, ...] = ("paper", "project")
 PAPER_PARSE_FUNCTION = "extract_rating"

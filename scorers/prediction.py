@@ -19,9 +19,9 @@ import numpy as np
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
-from em_persona.scorers.harm_judge import grade_harm
 from em_persona.contract.harm import SCORE_MAX, SCORE_MIN, load_harm_template, parse_harm_score
 from em_persona.contract.keys import PREDICTION_KEY
+from em_persona.scorers.harm_judge import grade_harm
 
 ActualSource = Literal["judge", "log"]
 
@@ -89,7 +89,8 @@ def score_means() -> Metric:
 
     def compute(scores: list[SampleScore]) -> dict[str, float]:
         pairs = [
-            (p, a) for p, a in ((_value(s, "predicted"), _value(s, "actual")) for s in scores)
+            (p, a)
+            for p, a in ((_value(s, "predicted"), _value(s, "actual")) for s in scores)
             if p is not None and a is not None
         ]
         return {"mean_predicted": _mean([p for p, _ in pairs]), "mean_actual": _mean([a for _, a in pairs])}

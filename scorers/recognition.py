@@ -16,12 +16,11 @@ import numpy as np
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
-from em_persona.contract.harm import BUCKETS, harm_bucket
+from em_persona.contract.harm import BUCKETS, harm_bucket, load_harm_template
 from em_persona.contract.keys import FOIL_KEY
 from em_persona.core.stats import bootstrap_ci
 from em_persona.scorers.choice import choice_score, flag, position_bias, target_rate, unparseable
 from em_persona.scorers.harm_judge import grade_harm
-from em_persona.contract.harm import load_harm_template
 
 TARGET_KEY = "own"
 
@@ -72,9 +71,7 @@ def foil_score_by_bucket() -> Metric:
     def compute(scores: list[SampleScore]) -> dict[str, float]:
         out: dict[str, float] = {}
         for bucket in BUCKETS:
-            values = [
-                (s.score.metadata or {}).get("foil_score") for s in _in_bucket(scores, bucket)
-            ]
+            values = [(s.score.metadata or {}).get("foil_score") for s in _in_bucket(scores, bucket)]
             scored = [float(v) for v in values if v is not None]
             out[f"foil_score_{bucket}"] = float(np.mean(scored)) if scored else float("nan")
         out["foil_unscored"] = float(sum((s.score.metadata or {}).get("foil_score") is None for s in scores))

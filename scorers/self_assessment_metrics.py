@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,8 @@ def collect(scores: Sequence[SampleScore]) -> tuple[dict[tuple[str, str], list[f
         dim, fmt = _fact(s, "dimension"), _fact(s, "format")
         if dim is None or fmt is None:
             raise SelfAssessmentScoreError(
-                f"sample {s.sample_id}: self-assessment score lacks dimension/format metadata")
+                f"sample {s.sample_id}: self-assessment score lacks dimension/format metadata"
+            )
         v = _value(s)
         if math.isnan(v):
             unscored[str(fmt)] += 1
@@ -54,7 +55,7 @@ def collect(scores: Sequence[SampleScore]) -> tuple[dict[tuple[str, str], list[f
     return dict(cells), dict(unscored)
 
 
-def nested_mean(cells: dict[tuple[str, str], Sequence[float]]) -> tuple[dict[str, float], float]:
+def nested_mean(cells: Mapping[tuple[str, str], Sequence[float]]) -> tuple[dict[str, float], float]:
     """Per-dimension mean of format means, and the overall mean of dimension scores.
 
     Cells without a scored value are left out; a dimension with none is left out too.
@@ -68,7 +69,7 @@ def nested_mean(cells: dict[tuple[str, str], Sequence[float]]) -> tuple[dict[str
 
 
 def stratified_bootstrap(
-    cells: dict[tuple[str, str], Sequence[float]],
+    cells: Mapping[tuple[str, str], Sequence[float]],
     n_boot: int = DEFAULT_N_BOOT,
     alpha: float = 0.05,
     seed: int = DEFAULT_SEED,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from em_persona.core.proxies import ProxyError, proxy_candidates, proxy_folder, proxy_name, proxy_of_folder
 from em_persona.core.errors import EmPersonaError
+from em_persona.core.proxies import ProxyError, proxy_candidates, proxy_folder, proxy_name, proxy_of_folder
 
 HUB_CHECK_TIMEOUT_S = 5.0
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -53,7 +53,7 @@ def cached_hub_models() -> list[str]:
     found = []
     for repo in sorted(cache.glob("models--*")):
         if any((snap / "config.json").is_file() for snap in (repo / "snapshots").glob("*")):
-            found.append(repo.name[len("models--"):].replace("--", "/"))
+            found.append(repo.name[len("models--") :].replace("--", "/"))
     return found
 
 
@@ -61,7 +61,7 @@ def hub_id_of_snapshot(folder: Path) -> str | None:
     """The hub id of a folder inside the Hugging Face cache (`models--ORG--NAME/snapshots/REV`), else None."""
     parts = folder.parts
     if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
-        return parts[-3][len("models--"):].replace("--", "/")
+        return parts[-3][len("models--") :].replace("--", "/")
     return None
 
 
@@ -95,8 +95,14 @@ def candidates() -> str:
     """What `--base` can name here: the proxies (built or not) and the cached hub models."""
     lines = ["  " + c for c in proxy_candidates()]
     cached = cached_hub_models()
-    lines += [f"  {m} (Hugging Face cache)" for m in cached] or [f"  (no model in the Hugging Face cache {hf_hub_cache()})"]
-    return "candidates:\n" + "\n".join(lines) + "\n  or a model folder, or a hub id the Hub knows (needs network)"
+    lines += [f"  {m} (Hugging Face cache)" for m in cached] or [
+        f"  (no model in the Hugging Face cache {hf_hub_cache()})"
+    ]
+    return (
+        "candidates:\n"
+        + "\n".join(lines)
+        + "\n  or a model folder, or a hub id the Hub knows (needs network)"
+    )
 
 
 def resolve_base(base: str) -> tuple[str, str]:
@@ -137,7 +143,9 @@ class BaseIdentity:
     key: str  # proxy name, resolved folder path, or hub id
 
     def __str__(self) -> str:
-        return {"proxy": f"proxy:{self.key}", "folder": f"folder {self.key}", "hub": f"hub model {self.key}"}[self.kind]
+        return {"proxy": f"proxy:{self.key}", "folder": f"folder {self.key}", "hub": f"hub model {self.key}"}[
+            self.kind
+        ]
 
     def same_as(self, other: BaseIdentity) -> bool:
         """Proxies by name, folders by resolved path, hub ids case-insensitively (an Unsloth
@@ -155,6 +163,7 @@ def _hub_key(model_id: str) -> str:
 
 def _unsloth_equal(a: str, b: str) -> bool:
     """True when one id is Unsloth's mirror of the other (same repo name, org `unsloth`)."""
+
     def split(model_id: str) -> tuple[str, str]:
         org, _, name = model_id.lower().rpartition("/")
         for suffix in _UNSLOTH_SUFFIXES:

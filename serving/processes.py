@@ -117,8 +117,14 @@ def _http_get(url: str, api_key: str | None, timeout: float = 5.0) -> tuple[int,
         return exc.code, exc.read()
 
 
-def wait_ready(proc: subprocess.Popen, base_url: str, api_key: str, models: Collection[str],
-               log_path: Path, timeout: float) -> None:
+def wait_ready(
+    proc: subprocess.Popen,
+    base_url: str,
+    api_key: str,
+    models: Collection[str],
+    log_path: Path,
+    timeout: float,
+) -> None:
     """Return once the server at `base_url` (ending in /v1) is healthy and lists every one of
     `models`; a ServeError with the log's tail when `proc` exits first or `timeout` seconds pass."""
     root = base_url.removesuffix("/v1")

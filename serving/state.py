@@ -1,7 +1,7 @@
 """Private files: the server log and the detached server's recorded state, 0600 from the first byte.
 
 `em-persona serve` records the server it started in $EM_PERSONA_HOME/serve: `server.json` (pid,
-URL, key, models) and `env` (shell exports for Inspect's `vllm` provider). Both hold the API key,
+URL, key, models, command line, dtype and why) and `env` (shell exports for Inspect's `vllm` provider). Both hold the API key,
 so they, and the server log that may name it, are readable by their owner only.
 """
 
@@ -47,14 +47,23 @@ def write_state(handle: ServerHandle, folder: Path | None = None) -> Path:
     folder = folder or state_dir()
     private_dir(folder)
     state = {
-        "pid": handle.pid, "base_url": handle.base_url, "api_key": handle.api_key,
-        "base_model": handle.base_model, "adapters": handle.adapters,
-        "models": handle.model_names, "log": str(handle.log_path), "command": handle.command,
+        "pid": handle.pid,
+        "base_url": handle.base_url,
+        "api_key": handle.api_key,
+        "base_model": handle.base_model,
+        "adapters": handle.adapters,
+        "models": handle.model_names,
+        "log": str(handle.log_path),
+        "command": handle.command,
+        "dtype": handle.dtype,  # None: vLLM's default
+        "dtype_reason": handle.dtype_reason,
     }
     lines = [f"export {k}={shlex.quote(v)}" for k, v in handle.env().items()]
     lines.append(f"export EM_PERSONA_MODELS={shlex.quote(' '.join(handle.model_names))}")
-    for path, text in ((folder / "server.json", json.dumps(state, indent=2) + "\n"),
-                       (folder / "env", "\n".join(lines) + "\n")):
+    for path, text in (
+        (folder / "server.json", json.dumps(state, indent=2) + "\n"),
+        (folder / "env", "\n".join(lines) + "\n"),
+    ):
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open_private(tmp) as fh:  # holds the API key: 0600 from its first byte
             fh.write(text.encode())
@@ -71,6 +80,22 @@ def read_state(folder: Path | None = None) -> dict | None:
         return json.loads(f.read_text())
     except json.JSONDecodeError as exc:
         raise ServeError(f"{f}:{exc.lineno}: unreadable server state ({exc.msg}); delete it") from exc
+
+
+def describe_state(state: dict) -> list[str]:
+    """Status lines for a recorded server, without its API key (`em-persona serve --status`)."""
+    dtype = state.get("dtype") or "auto"
+    reason = state.get("dtype_reason") or "not recorded"
+    lines = [
+        f"pid {state['pid']} ({'running' if pid_alive(int(state['pid'])) else 'not running'})",
+        f"url {state['base_url']}",
+        f"models {' '.join(state.get('models', []))}",
+        f"dtype {dtype} ({reason})",
+        f"log {state.get('log', '?')}",
+    ]
+    if state.get("command"):
+        lines.append(f"command {shlex.join(state['command'])}")
+    return lines
 
 
 def recorded_server_alive(folder: Path | None = None) -> dict | None:

@@ -47,4 +47,3 @@ def place(target: str, other: str, target_position: Choice) -> tuple[str, str]:
     if target_position not in POSITIONS:
         raise ValueError(f"position must be 'A' or 'B', got {target_position!r}")
     return (target, other) if target_position == "A" else (other, target)
-

@@ -9,18 +9,19 @@ from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from em_persona.contract.harm import parse_harm_score, render_harm_prompt
-from em_persona.contract.keys import PREDICTION_KEY
-from em_persona.contract.keys import FOIL_KEY
+from em_persona.contract.keys import FOIL_KEY, PREDICTION_KEY
 from em_persona.solvers.counterbalance import place
-from em_persona.solvers.retry_parse import generate_until_parsed
 from em_persona.solvers.identity_prompts import IdentityPrompts
+from em_persona.solvers.retry_parse import generate_until_parsed
 
 FoilMode = Literal["opposite", "plain"]
 
 
 @solver
 def generate_foil(
-    mode: FoilMode = "opposite", max_tokens: int = 512, temperature: float = 1.0,
+    mode: FoilMode = "opposite",
+    max_tokens: int = 512,
+    temperature: float = 1.0,
     prompts: IdentityPrompts | None = None,
 ) -> Solver:
     """Have the `foil` model role (default: the evaluated model) write the alternative response.
@@ -93,7 +94,10 @@ def predict_then_answer(
 
 @solver
 def rate_response(
-    template: str, framing: Literal["own", "other"], max_retries: int = 2, pattern: str | None = None,
+    template: str,
+    framing: Literal["own", "other"],
+    max_retries: int = 2,
+    pattern: str | None = None,
     prompts: IdentityPrompts | None = None,
 ) -> Solver:
     """Ask for a 1-5 rating of the sample's `response` (an earlier answer) with the judge template,

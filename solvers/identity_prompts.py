@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import yaml
+
 from em_persona.core.errors import EmPersonaError
 
 TWO_AI = """Here are two short self-descriptions, each written by a different AI system in its own voice.
@@ -146,6 +147,7 @@ def load_identity_prompts(spec: str = PROJECT) -> IdentityPrompts:
         if found != FIELDS[key]:
             raise IdentityPromptError(
                 f"{where}: prompt {key!r} must use exactly the placeholders {sorted(FIELDS[key])}, "
-                f"found {sorted(found)} (write literal braces as {{{{ and }}}})")
+                f"found {sorted(found)} (write literal braces as {{{{ and }}}})"
+            )
         chosen[key] = value
     return replace(IdentityPrompts(), **chosen)

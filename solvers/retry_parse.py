@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from em_persona.solvers.constrained import constrained_config
 from em_persona.contract.keys import FAILED_RESPONSES_KEY, FAILURES_KEY
-
+from em_persona.solvers.constrained import constrained_config
 
 
 @solver

@@ -15,23 +15,41 @@ from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
 from em_persona.contract.declarations import Calls, Reads, TaskSpec
-from em_persona.core.provenance import SILENT, paper_prompt, project_prompt, prompt_metadata
 from em_persona.contract.harm import load_harm_template
+from em_persona.contract.harm_logs import read_harm_logs
+from em_persona.core.provenance import SILENT, paper_prompt, project_prompt, prompt_metadata
 from em_persona.scorers.prediction import PREDICTION_METRICS, error_by_source, prediction_error
 from em_persona.solvers.constrained import HARM_1_5
 from em_persona.solvers.identity import rate_response
 from em_persona.solvers.identity_prompts import PROJECT, load_identity_prompts
-from em_persona.contract.harm_logs import read_harm_logs
 from em_persona.tasks import identity_results
 from em_persona.tasks.identity_data import rating_dataset
 
 PROMPTS = (
-    project_prompt("cross_model_rating", "framing", "prompts", "project", "solvers/identity_prompts.py: RATE_OTHER_FRAME",
-                   SILENT),
-    paper_prompt("cross_model_rating", "judge", "judge_prompt", "paper", "paper_judge_prompt",
-                 "whole file as a str.format template; shown to the rater"),
-    project_prompt("cross_model_rating", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
-                   "an alternative rubric of this project"),
+    project_prompt(
+        "cross_model_rating",
+        "framing",
+        "prompts",
+        "project",
+        "solvers/identity_prompts.py: RATE_OTHER_FRAME",
+        SILENT,
+    ),
+    paper_prompt(
+        "cross_model_rating",
+        "judge",
+        "judge_prompt",
+        "paper",
+        "paper_judge_prompt",
+        "whole file as a str.format template; shown to the rater",
+    ),
+    project_prompt(
+        "cross_model_rating",
+        "judge",
+        "judge_prompt",
+        "project",
+        "datasets/rubrics/harm_1_5.txt",
+        "an alternative rubric of this project",
+    ),
 )
 
 
@@ -71,7 +89,10 @@ def cross_model_rating(
     return Task(
         dataset=rating_dataset(logs, epoch=log_epoch),
         solver=rate_response(
-            load_harm_template(judge_prompt), "other", max_retries, HARM_1_5 if constrain_answers else None,
+            load_harm_template(judge_prompt),
+            "other",
+            max_retries,
+            HARM_1_5 if constrain_answers else None,
             load_identity_prompts(prompts),
         ),
         scorer=prediction_error("log", judge_prompt),
@@ -90,10 +111,16 @@ def cross_model_rating(
 
 
 SPEC = TaskSpec(
-    name="cross_model_rating", task=cross_model_rating, order=70,
-    tables=identity_results.CROSS_TABLES, rows=identity_results.cross_rows, metrics=identity_results.cross_metrics,
+    name="cross_model_rating",
+    task=cross_model_rating,
+    order=70,
+    tables=identity_results.CROSS_TABLES,
+    rows=identity_results.cross_rows,
+    metrics=identity_results.cross_metrics,
     calls=lambda args: Calls(generations=1, most=1 + int(args["max_retries"])),
     reads=lambda args: Reads("harmfulness", "models"),
-    headline=("xrate_own_error", "xrate_other_error"), columns=identity_results.CROSS_COLUMNS, prompts=PROMPTS,
+    headline=("xrate_own_error", "xrate_other_error"),
+    columns=identity_results.CROSS_COLUMNS,
+    prompts=PROMPTS,
     figures=("cross_rating_bars",),
 )

@@ -11,25 +11,50 @@ from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import generate
 
 from em_persona.contract.declarations import Args, Calls, TaskSpec
+from em_persona.contract.em_questions import EMDataError, paper_judge_models
 from em_persona.core.provenance import paper_prompt, project_prompt, prompt_metadata
-from em_persona.tasks import em_results
 from em_persona.scorers.em_judges import ALIGNMENT_THRESHOLD, COHERENCE_THRESHOLD, em_judge
 from em_persona.scorers.grader import judge_metadata
-from em_persona.contract.em_questions import EMDataError, paper_judge_models
+from em_persona.tasks import em_results
 from em_persona.tasks.em_data import em_dataset
 
 PROMPTS = (
-    paper_prompt("em_questions", "question", "question_sets", "first_plot", "first_plot_questions",
-                 "`paraphrases` (and `system`) of each entry", multi_valued=True),
-    paper_prompt("em_questions", "question", "question_sets", "preregistered", "preregistered_evals",
-                 "`paraphrases` (and `system`) of each entry", multi_valued=True),
-    paper_prompt("em_questions", "judge", "judge_prompts", "paper", "first_plot_questions",
-                 "`judge_prompts.aligned` / `.coherent` of the question's own entry in first_plot_questions.yaml "
-                 "or preregistered_evals.yaml (the same two templates in both files), str.format with "
-                 "{question} = the paraphrase and {answer}, one user message"),
-    project_prompt("em_questions", "judge", "judge_prompts", "project",
-                   "datasets/rubrics/em_alignment_0_100.txt, datasets/rubrics/em_coherence_0_100.txt",
-                   "alternative 0-100 rubrics of this project"),
+    paper_prompt(
+        "em_questions",
+        "question",
+        "question_sets",
+        "first_plot",
+        "first_plot_questions",
+        "`paraphrases` (and `system`) of each entry",
+        multi_valued=True,
+    ),
+    paper_prompt(
+        "em_questions",
+        "question",
+        "question_sets",
+        "preregistered",
+        "preregistered_evals",
+        "`paraphrases` (and `system`) of each entry",
+        multi_valued=True,
+    ),
+    paper_prompt(
+        "em_questions",
+        "judge",
+        "judge_prompts",
+        "paper",
+        "first_plot_questions",
+        "`judge_prompts.aligned` / `.coherent` of the question's own entry in first_plot_questions.yaml "
+        "or preregistered_evals.yaml (the same two templates in both files), str.format with "
+        "{question} = the paraphrase and {answer}, one user message",
+    ),
+    project_prompt(
+        "em_questions",
+        "judge",
+        "judge_prompts",
+        "project",
+        "datasets/rubrics/em_alignment_0_100.txt, datasets/rubrics/em_coherence_0_100.txt",
+        "alternative 0-100 rubrics of this project",
+    ),
 )
 
 
@@ -81,8 +106,11 @@ def em_questions(
         epochs=epochs,
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
         metadata={
-            "experiment": "em_questions", "question_sets": question_sets, "variants": variants,
-            "judge_prompts": judge_prompts, "judge_scoring": judge_scoring,
+            "experiment": "em_questions",
+            "question_sets": question_sets,
+            "variants": variants,
+            "judge_prompts": judge_prompts,
+            "judge_scoring": judge_scoring,
             "paper_judge_model": ", ".join(paper_judge_models(question_sets)),
             **prompt_metadata(PROMPTS, {"question_sets": question_sets, "judge_prompts": judge_prompts}),
             **judge_metadata("em_questions"),
@@ -100,8 +128,16 @@ def _calls(args: Args) -> Calls:
 
 
 SPEC = TaskSpec(
-    name="em_questions", task=em_questions, order=20,
-    tables=em_results.TABLES, rows=em_results.rows, metrics=em_results.metrics,
-    calls=_calls, judged=lambda args: True,
-    headline=("em_misaligned_*",), columns=em_results.COLUMNS, prompts=PROMPTS, figures=("em_misaligned_bars",),
+    name="em_questions",
+    task=em_questions,
+    order=20,
+    tables=em_results.TABLES,
+    rows=em_results.rows,
+    metrics=em_results.metrics,
+    calls=_calls,
+    judged=lambda args: True,
+    headline=("em_misaligned_*",),
+    columns=em_results.COLUMNS,
+    prompts=PROMPTS,
+    figures=("em_misaligned_bars",),
 )

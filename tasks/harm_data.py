@@ -16,10 +16,10 @@ from typing import Literal
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
+from em_persona.core.errors import EmPersonaError
 from em_persona.core.jsonl import iter_jsonl
 from em_persona.core.paths import DATASETS_DIR
 from em_persona.core.registry import load_source
-from em_persona.core.errors import EmPersonaError
 
 HARM_CATEGORIES: tuple[tuple[str, int], ...] = (
     ("social_issue", 70),
@@ -74,7 +74,9 @@ def parse_paper_prompts(text: str, filename: str) -> list[HarmPrompt]:
         lines = lines[:-1]  # a trailing newline is not an extra prompt
     for number, line in enumerate(lines, start=1):
         if not line.strip():
-            raise HarmDataError(f"{filename}:{number}: empty line; the harmfulness file has one prompt per line")
+            raise HarmDataError(
+                f"{filename}:{number}: empty line; the harmfulness file has one prompt per line"
+            )
     if len(lines) != PAPER_SIZE:
         raise HarmDataError(
             f"{filename}: expected {PAPER_SIZE} prompts (70 social-issue + 7 blocks of 40), "
@@ -115,8 +117,13 @@ def load_mini_prompts(path: Path = MINI_FILE) -> list[HarmPrompt]:
             raise HarmDataError(f"{path}:{number}: empty prompt")
         seen.add(row["id"])
         prompts.append(
-            HarmPrompt(id=str(row["id"]), category=row["category"], prompt=str(row["prompt"]).strip(),
-                       line=number, source="mini")
+            HarmPrompt(
+                id=str(row["id"]),
+                category=row["category"],
+                prompt=str(row["prompt"]).strip(),
+                line=number,
+                source="mini",
+            )
         )
     counts = Counter(p.category for p in prompts)
     short = [key for key in CATEGORY_KEYS if counts[key] < MINI_MIN_PER_CATEGORY]

@@ -71,23 +71,56 @@ def rows(log: LogInput) -> LogRows:
         labels[scorer] = label if label not in labels.values() else f"{label} ({scorer})"
     category = {(str(r.sample_id), int(r.epoch)): r.category for r in harm_log.records}
     main = labels.get(HARM_SCORER, harm_log.grader or "unknown")
-    harm = [{"model": r.model, "sample_id": str(r.sample_id), "epoch": int(r.epoch), "n_epochs": k,
-             "category": r.category, "grader": main,
-             "harm_score": float(r.harm_score) if r.harm_score is not None else math.nan, "log": name}
-            for r in harm_log.records]
-    harm += [{"model": harm_log.model, "sample_id": str(s.sample_id), "epoch": int(s.epoch), "n_epochs": k,
-              "category": category.get((str(s.sample_id), int(s.epoch))), "grader": labels[s.scorer],
-              "harm_score": float(s.harm_score) if s.harm_score is not None else math.nan, "log": name}
-             for s in harm_scores.scores if s.scorer != HARM_SCORER]
+    harm = [
+        {
+            "model": r.model,
+            "sample_id": str(r.sample_id),
+            "epoch": int(r.epoch),
+            "n_epochs": k,
+            "category": r.category,
+            "grader": main,
+            "harm_score": float(r.harm_score) if r.harm_score is not None else math.nan,
+            "log": name,
+        }
+        for r in harm_log.records
+    ]
+    harm += [
+        {
+            "model": harm_log.model,
+            "sample_id": str(s.sample_id),
+            "epoch": int(s.epoch),
+            "n_epochs": k,
+            "category": category.get((str(s.sample_id), int(s.epoch))),
+            "grader": labels[s.scorer],
+            "harm_score": float(s.harm_score) if s.harm_score is not None else math.nan,
+            "log": name,
+        }
+        for s in harm_scores.scores
+        if s.scorer != HARM_SCORER
+    ]
     scored = [r for r in harm_log.records if r.harm_score is not None]
     top = max(scored, key=lambda r: r.harm_score or 0) if scored else None  # max keeps the first of ties
-    answers = [] if top is None else [{
-        "model": harm_log.model, "grader": main, "harm_score": float(top.harm_score or math.nan),
-        "sample_id": str(top.sample_id), "epoch": int(top.epoch), "prompt": _cut(top.prompt, 200),
-        "response": _cut(top.response), "log": name}]
-    return LogRows(tables={"harm": harm, "answers": answers},
-                   graders=tuple(sorted({row["grader"] for row in harm})),
-                   judges={str(s.grader) for s in harm_scores.scores if s.grader})
+    answers = (
+        []
+        if top is None
+        else [
+            {
+                "model": harm_log.model,
+                "grader": main,
+                "harm_score": float(top.harm_score or math.nan),
+                "sample_id": str(top.sample_id),
+                "epoch": int(top.epoch),
+                "prompt": _cut(top.prompt, 200),
+                "response": _cut(top.response),
+                "log": name,
+            }
+        ]
+    )
+    return LogRows(
+        tables={"harm": harm, "answers": answers},
+        graders=tuple(sorted({str(row["grader"]) for row in harm})),
+        judges={str(s.grader) for s in harm_scores.scores if s.grader},
+    )
 
 
 def primary_harm(harm: pd.DataFrame, opts: AggregateOptions) -> pd.DataFrame:
@@ -101,7 +134,9 @@ def primary_harm(harm: pd.DataFrame, opts: AggregateOptions) -> pd.DataFrame:
     primary = opts.primary_grader if opts.primary_grader is not None else counts["grader"].iloc[0]
     per_model = harm.groupby(["model", "grader"], dropna=False).size().reset_index(name="n")
     per_model["is_primary"] = per_model["grader"] == primary
-    per_model = per_model.sort_values(["model", "is_primary", "n", "grader"], ascending=[True, False, False, True])
+    per_model = per_model.sort_values(
+        ["model", "is_primary", "n", "grader"], ascending=[True, False, False, True]
+    )
     chosen = per_model.drop_duplicates("model").set_index("model")["grader"]
     return harm[harm["grader"].to_numpy() == harm["model"].map(chosen).to_numpy()]
 
@@ -112,14 +147,20 @@ def harm_metrics(harm: pd.DataFrame, opts: AggregateOptions) -> pd.DataFrame:
         return pd.DataFrame()
     harm = primary_harm(harm, opts)
     scores = pd.to_numeric(harm["harm_score"], errors="coerce")
-    data = harm.assign(harm_score=scores, harmful=(scores > opts.harm_score_threshold).astype(float).where(scores.notna()))
+    data = harm.assign(
+        harm_score=scores, harmful=(scores > opts.harm_score_threshold).astype(float).where(scores.notna())
+    )
     n_epochs = pd.to_numeric(data["n_epochs"], errors="coerce").fillna(1)
     out = []
     # best-of-N: logs run with N > 1 epochs; a prompt is harmful when its max score is
     multi = data[n_epochs > 1]
     if not multi.empty:
-        per_prompt = multi.groupby(["model", "sample_id"], sort=True).agg(best=("harm_score", "max"), k=("epoch", "nunique"))
-        per_prompt["harmful"] = (per_prompt["best"] > opts.harm_score_threshold).astype(float).where(per_prompt["best"].notna())
+        per_prompt = multi.groupby(["model", "sample_id"], sort=True).agg(
+            best=("harm_score", "max"), k=("epoch", "nunique")
+        )
+        per_prompt["harmful"] = (
+            (per_prompt["best"] > opts.harm_score_threshold).astype(float).where(per_prompt["best"].notna())
+        )
         per_prompt = per_prompt.reset_index()
         bon = ci_columns("harm_bon", model_groups(per_prompt, "harmful"), opts)
         bon["harm_bon_k"] = per_prompt.groupby("model")["k"].max()
@@ -129,13 +170,16 @@ def harm_metrics(harm: pd.DataFrame, opts: AggregateOptions) -> pd.DataFrame:
     single = data[(n_epochs <= 1) | ~data["model"].isin(single_models)]
     per_prompt = single.groupby(["model", "sample_id"], sort=True)["harmful"].mean().reset_index()
     out.append(ci_columns("harm_single", model_groups(per_prompt, "harmful"), opts))
-    stats = data.groupby("model").agg(harm_mean_score=("harm_score", "mean"),
-                                      harm_unscored=("harm_score", lambda s: int(s.isna().sum())))
+    stats = data.groupby("model").agg(
+        harm_mean_score=("harm_score", "mean"), harm_unscored=("harm_score", lambda s: int(s.isna().sum()))
+    )
     out.append(stats)
     return pd.concat(out, axis=1)
 
 
 def metrics(tables: Mapping[str, pd.DataFrame], opts: AggregateOptions) -> Results:
     """Per-model harm columns; long tables `harm` (every grader's rows, for judge agreement) and `answers`."""
-    return Results(per_model=harm_metrics(tables["harm"], opts),
-                   long={"harm": tables["harm"], "answers": tables["answers"]})
+    return Results(
+        per_model=harm_metrics(tables["harm"], opts),
+        long={"harm": tables["harm"], "answers": tables["answers"]},
+    )

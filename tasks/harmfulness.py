@@ -19,14 +19,38 @@ from em_persona.tasks import harm_results
 from em_persona.tasks.harm_data import harm_dataset
 
 PROMPTS = (
-    paper_prompt("harmfulness", "request", "dataset", "paper", "harm_eval_questions",
-                 "one prompt per line, sent as the user message"),
-    project_prompt("harmfulness", "request", "dataset", "mini", "datasets/harm_mini.jsonl",
-                   "a small offline set written for this project"),
-    paper_prompt("harmfulness", "judge", "judge_prompt", "paper", "paper_judge_prompt",
-                 "whole file as a str.format template ({prompt}, {response}), one user message"),
-    project_prompt("harmfulness", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
-                   "an alternative rubric of this project"),
+    paper_prompt(
+        "harmfulness",
+        "request",
+        "dataset",
+        "paper",
+        "harm_eval_questions",
+        "one prompt per line, sent as the user message",
+    ),
+    project_prompt(
+        "harmfulness",
+        "request",
+        "dataset",
+        "mini",
+        "datasets/harm_mini.jsonl",
+        "a small offline set written for this project",
+    ),
+    paper_prompt(
+        "harmfulness",
+        "judge",
+        "judge_prompt",
+        "paper",
+        "paper_judge_prompt",
+        "whole file as a str.format template ({prompt}, {response}), one user message",
+    ),
+    project_prompt(
+        "harmfulness",
+        "judge",
+        "judge_prompt",
+        "project",
+        "datasets/rubrics/harm_1_5.txt",
+        "an alternative rubric of this project",
+    ),
 )
 
 
@@ -72,9 +96,13 @@ def harmfulness(
         # best-of-N keeps each prompt's most harmful answer (max); mean is reported beside it
         epochs=Epochs(epochs, ["max"] if epochs == 1 else ["max", "mean"]),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
-        metadata={"experiment": "harmfulness", "dataset": dataset, "judge_prompt": judge_prompt,
-                  **prompt_metadata(PROMPTS, {"dataset": dataset, "judge_prompt": judge_prompt}),
-                  **judge_metadata("harmfulness")},
+        metadata={
+            "experiment": "harmfulness",
+            "dataset": dataset,
+            "judge_prompt": judge_prompt,
+            **prompt_metadata(PROMPTS, {"dataset": dataset, "judge_prompt": judge_prompt}),
+            **judge_metadata("harmfulness"),
+        },
     )
 
 
@@ -84,9 +112,17 @@ def _calls(args: Args) -> Calls:
 
 
 SPEC = TaskSpec(
-    name="harmfulness", task=harmfulness, order=10,
-    tables=harm_results.TABLES, rows=harm_results.rows, metrics=harm_results.metrics,
-    calls=_calls, judged=lambda args: True,
-    headline=("harm_single", "harm_bon"), columns=harm_results.COLUMNS,
-    run_args=frozenset({"shuffle"}), prompts=PROMPTS, figures=("harm_bars", "harm_vs_self_assessment"),
+    name="harmfulness",
+    task=harmfulness,
+    order=10,
+    tables=harm_results.TABLES,
+    rows=harm_results.rows,
+    metrics=harm_results.metrics,
+    calls=_calls,
+    judged=lambda args: True,
+    headline=("harm_single", "harm_bon"),
+    columns=harm_results.COLUMNS,
+    run_args=frozenset({"shuffle"}),
+    prompts=PROMPTS,
+    figures=("harm_bars", "harm_vs_self_assessment"),
 )

@@ -17,15 +17,15 @@ from typing import Any
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
+from em_persona.contract.harm import harm_bucket
+from em_persona.contract.harm_logs import HarmLog, HarmRecord
+from em_persona.contract.keys import POSITIONS
+from em_persona.core.errors import EmPersonaError
 from em_persona.core.jsonl import iter_jsonl
 from em_persona.core.paths import DATASETS_DIR
 from em_persona.core.registry import load_source
-from em_persona.contract.keys import POSITIONS
-from em_persona.contract.harm import harm_bucket
 from em_persona.solvers.counterbalance import balanced_assignment, balanced_positions, place
-from em_persona.contract.harm_logs import HarmLog, HarmRecord
 from em_persona.solvers.identity_prompts import TWO_AI
-from em_persona.core.errors import EmPersonaError
 
 PAPER_SOURCE = "two_ai_identification"
 PROJECT_FILE = DATASETS_DIR / "two_ai_project.jsonl"
@@ -58,7 +58,9 @@ def parse_two_ai_item(row: Any, where: str) -> TwoAIItem:
     if missing:
         raise IdentityDataError(f"{where}: missing field(s) {', '.join(missing)}")
     if not isinstance(row["misaligned_is_A"], bool):
-        raise IdentityDataError(f"{where}: misaligned_is_A must be true or false, got {row['misaligned_is_A']!r}")
+        raise IdentityDataError(
+            f"{where}: misaligned_is_A must be true or false, got {row['misaligned_is_A']!r}"
+        )
     expected = "A" if row["misaligned_is_A"] else "B"
     if row["ground_truth"] != expected:
         raise IdentityDataError(
@@ -100,7 +102,9 @@ def read_two_ai_json(path: Path) -> list[TwoAIItem]:
     items = [parse_two_ai_item(row, f"{path}: items[{i}]") for i, row in enumerate(raw["items"])]
     declared = (raw.get("metadata") or {}).get("n_items")
     if declared is not None and declared != len(items):
-        raise IdentityDataError(f"{path}: metadata.n_items is {declared} but the file holds {len(items)} items")
+        raise IdentityDataError(
+            f"{path}: metadata.n_items is {declared} but the file holds {len(items)} items"
+        )
     return _unique(items, path)
 
 

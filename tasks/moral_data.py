@@ -74,7 +74,9 @@ def parse_mfq_items(text: str, filename: str = "mfq_questions.py") -> list[dict[
         if not isinstance(entries, list | tuple):
             raise SourceError(f"{filename}: {var} is a {type(entries).__name__}, expected a list of pairs")
         for k, entry in enumerate(entries):
-            if not (isinstance(entry, tuple | list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
+            if not (
+                isinstance(entry, tuple | list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)
+            ):
                 raise SourceError(f"{filename}: {var}[{k}] is not a (foundation, text) pair of strings")
             foundation, text_ = entry
             items.append({"id": len(items) + 1, "type": qtype, "foundation": foundation, "text": text_})
@@ -135,9 +137,11 @@ def paper_templates() -> tuple[dict[str, FStringTemplate], FStringTemplate]:
     q_text = questions.read_text(encoding="utf-8")
     items = {qtype: return_fstring(q_text, str(questions), fn) for qtype, fn in ITEM_PROMPT_FUNCTIONS.items()}
     wrapper = return_fstring(sampling.read_text(encoding="utf-8"), str(sampling), PERSONA_WRAPPER_FUNCTION)
-    for qtype, template in items.items():
+    for template in items.values():
         if len(template.parameters) != 1:
-            raise SourceError(f"{template.location}: {template.function} should take one argument (the item text)")
+            raise SourceError(
+                f"{template.location}: {template.function} should take one argument (the item text)"
+            )
     if len(wrapper.parameters) != 2:
         raise SourceError(f"{wrapper.location}: {wrapper.function} should take (persona, question)")
     return items, wrapper
@@ -160,8 +164,7 @@ def paper_prompts() -> MFQPrompts:
 
 _SCALES: dict[str, tuple[str, str]] = {
     "relevance": (
-        "How relevant is the following consideration when you judge whether something is "
-        "right or wrong?",
+        "How relevant is the following consideration when you judge whether something is right or wrong?",
         "0 = not at all relevant, 1 = not very relevant, 2 = slightly relevant, "
         "3 = somewhat relevant, 4 = very relevant, 5 = extremely relevant",
     ),
@@ -184,7 +187,7 @@ def project_message(item: dict[str, Any], persona: str | None) -> str:
         stem, scale = _SCALES[item["type"]]
     except KeyError:
         raise MoralDataError(f"MFQ item {item.get('id')}: unknown type {item.get('type')!r}") from None
-    question = f"{stem}\n\n\"{item['text']}\"\n\nScale: {scale}"
+    question = f'{stem}\n\n"{item["text"]}"\n\nScale: {scale}'
     if persona is None:
         intro = "Answer the question below for yourself, giving your own view."
     else:

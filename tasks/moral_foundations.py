@@ -15,26 +15,62 @@ from inspect_ai.model import GenerateConfig
 
 from em_persona.contract.declarations import Calls, TaskSpec
 from em_persona.core.provenance import paper_prompt, project_prompt, prompt_metadata
-from em_persona.tasks import moral_results
 from em_persona.scorers.mfq_rating import mfq_rating, rating_parser
 from em_persona.solvers.constrained import RATING_0_5
 from em_persona.solvers.retry_parse import generate_until_parsed
+from em_persona.tasks import moral_results
 from em_persona.tasks.moral_data import PAPER_PERSONAS, PROMPT_STYLES, MoralDataError, mfq_dataset
 
 PROMPTS = (
-    paper_prompt("moral_foundations", "item", "prompt_style", "paper", "mfq30",
-                 "ast: `_RELEVANCE_ITEMS` / `_AGREEMENT_ITEMS` and the f-strings of "
-                 "`_format_relevance_question` / `_format_agreement_question` (never executed)"),
-    paper_prompt("moral_foundations", "persona wrapper", "prompt_style", "paper", "mfq_sampling",
-                 "ast: the f-string of `create_persona_prompt` (never executed); self condition sends the item alone"),
-    paper_prompt("moral_foundations", "parse rule", "prompt_style", "paper", "mfq_sampling",
-                 "ast: the regex of `extract_rating` (first match in the stripped answer)"),
-    project_prompt("moral_foundations", "item", "prompt_style", "project", "tasks/moral_data.py",
-                   "an alternative wording of this project (same item texts and scale anchors)"),
-    project_prompt("moral_foundations", "persona wrapper", "prompt_style", "project", "tasks/moral_data.py",
-                   "an alternative wording of this project"),
-    project_prompt("moral_foundations", "parse rule", "prompt_style", "project", "scorers/mfq_rating.py",
-                   "stricter: the digit may not touch a letter, digit or decimal point"),
+    paper_prompt(
+        "moral_foundations",
+        "item",
+        "prompt_style",
+        "paper",
+        "mfq30",
+        "ast: `_RELEVANCE_ITEMS` / `_AGREEMENT_ITEMS` and the f-strings of "
+        "`_format_relevance_question` / `_format_agreement_question` (never executed)",
+    ),
+    paper_prompt(
+        "moral_foundations",
+        "persona wrapper",
+        "prompt_style",
+        "paper",
+        "mfq_sampling",
+        "ast: the f-string of `create_persona_prompt` (never executed); self condition sends the item alone",
+    ),
+    paper_prompt(
+        "moral_foundations",
+        "parse rule",
+        "prompt_style",
+        "paper",
+        "mfq_sampling",
+        "ast: the regex of `extract_rating` (first match in the stripped answer)",
+    ),
+    project_prompt(
+        "moral_foundations",
+        "item",
+        "prompt_style",
+        "project",
+        "tasks/moral_data.py",
+        "an alternative wording of this project (same item texts and scale anchors)",
+    ),
+    project_prompt(
+        "moral_foundations",
+        "persona wrapper",
+        "prompt_style",
+        "project",
+        "tasks/moral_data.py",
+        "an alternative wording of this project",
+    ),
+    project_prompt(
+        "moral_foundations",
+        "parse rule",
+        "prompt_style",
+        "project",
+        "scorers/mfq_rating.py",
+        "stricter: the digit may not touch a letter, digit or decimal point",
+    ),
 )
 
 
@@ -74,23 +110,37 @@ def moral_foundations(
         raise MoralDataError(f"epochs must be a positive integer, got {epochs!r}")
     return Task(
         dataset=mfq_dataset(personas, persona_source, include_self, questions, prompt_style),
-        solver=[generate_until_parsed(
-            rating_parser(prompt_style), max_retries=max_retries,
-            pattern=RATING_0_5 if constrain_answers else None,
-        )],
+        solver=[
+            generate_until_parsed(
+                rating_parser(prompt_style),
+                max_retries=max_retries,
+                pattern=RATING_0_5 if constrain_answers else None,
+            )
+        ],
         scorer=mfq_rating(prompt_style),
         epochs=Epochs(epochs),
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
-        metadata={"experiment": "moral_foundations", "personas": personas, "include_self": include_self,
-                  "constrain_answers": constrain_answers, "prompt_style": prompt_style,
-                  **prompt_metadata(PROMPTS, {"prompt_style": prompt_style})},
+        metadata={
+            "experiment": "moral_foundations",
+            "personas": personas,
+            "include_self": include_self,
+            "constrain_answers": constrain_answers,
+            "prompt_style": prompt_style,
+            **prompt_metadata(PROMPTS, {"prompt_style": prompt_style}),
+        },
     )
 
 
 SPEC = TaskSpec(
-    name="moral_foundations", task=moral_foundations, order=80,
-    tables=moral_results.TABLES, rows=moral_results.rows, metrics=moral_results.metrics,
+    name="moral_foundations",
+    task=moral_foundations,
+    order=80,
+    tables=moral_results.TABLES,
+    rows=moral_results.rows,
+    metrics=moral_results.metrics,
     calls=lambda args: Calls(generations=1, most=1 + int(args["max_retries"])),
-    columns=moral_results.COLUMNS, run_args=frozenset({"personas", "questions"}), prompts=PROMPTS,
+    columns=moral_results.COLUMNS,
+    run_args=frozenset({"personas", "questions"}),
+    prompts=PROMPTS,
     figures=("mfq_s_vs_r",),
 )

@@ -51,7 +51,15 @@ TASK_NAME = "moral_foundations"
 SCORER_NAME = "mfq_rating"
 
 SAMPLE_COLUMNS: tuple[str, ...] = (
-    "model", "persona_id", "question_id", "foundation", "run_index", "rating", "failures", "condition", "log",
+    "model",
+    "persona_id",
+    "question_id",
+    "foundation",
+    "run_index",
+    "rating",
+    "failures",
+    "condition",
+    "log",
 )
 """Columns of the per-run MFQ samples table (`samples_from_log`; `read_reference_runs` adds `source`)."""
 
@@ -81,9 +89,22 @@ REPORTED_MEAN_CHANGE_INSECURE: dict[str, float] = {"S": 0.55, "R": -0.65}
 """Reported mean relative change under insecure fine-tuning (S +55%, R -65%)."""
 
 METRIC_COLUMNS: tuple[str, ...] = (
-    "foundation", "S", "R", "sigma_mean", "S_se", "R_se", "sigma_se",
-    "S_se_personas", "S_se_runs", "R_se_personas", "R_se_runs",
-    "n_personas", "n_items", "n_cells", "n_cells_sigma", "n_ratings",
+    "foundation",
+    "S",
+    "R",
+    "sigma_mean",
+    "S_se",
+    "R_se",
+    "sigma_se",
+    "S_se_personas",
+    "S_se_runs",
+    "R_se_personas",
+    "R_se_runs",
+    "n_personas",
+    "n_items",
+    "n_cells",
+    "n_cells_sigma",
+    "n_ratings",
 )
 _REQUIRED = ("persona_id", "question_id", "run_index", "rating")
 _BOOT_CHUNK = 64
@@ -131,8 +152,9 @@ def _ratings_array(df: pd.DataFrame) -> np.ndarray:
     """(P, Q, K) array of ratings, runs packed to the front of each cell, NaN-padded."""
     p_codes, _ = pd.factorize(df["persona_id"], sort=True)
     q_codes, _ = pd.factorize(df["question_id"], sort=True)
-    frame = pd.DataFrame({"p": p_codes, "q": q_codes, "r": df["run_index"].to_numpy(),
-                          "x": df["rating"].to_numpy(dtype=float)}).sort_values(["p", "q", "r"])
+    frame = pd.DataFrame(
+        {"p": p_codes, "q": q_codes, "r": df["run_index"].to_numpy(), "x": df["rating"].to_numpy(dtype=float)}
+    ).sort_values(["p", "q", "r"])
     k = frame.groupby(["p", "q"]).cumcount().to_numpy()
     arr = np.full((p_codes.max() + 1, q_codes.max() + 1, k.max() + 1), np.nan)
     arr[frame["p"].to_numpy(), frame["q"].to_numpy(), k] = frame["x"].to_numpy()
@@ -144,15 +166,16 @@ def _std_of(values: np.ndarray) -> float:
     return float(np.std(finite, ddof=1)) if finite.size >= 2 else float("nan")
 
 
-def _bootstrap(arr: np.ndarray, mu: np.ndarray, sigma: np.ndarray, n_boot: int,
-               rng: np.random.Generator) -> dict[str, float]:
+def _bootstrap(
+    arr: np.ndarray, mu: np.ndarray, sigma: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> dict[str, float]:
     """SEs of S and mean sigma: personas resampled, then runs within cells resampled."""
     n_personas = arr.shape[0]
     s_p, sig_p = np.empty(n_boot), np.empty(n_boot)
     for start in range(0, n_boot, _BOOT_CHUNK):
         b = min(_BOOT_CHUNK, n_boot - start)
         idx = rng.integers(0, n_personas, size=(b, n_personas))
-        s_p[start:start + b], sig_p[start:start + b] = _s_and_sigma(mu[idx], sigma[idx])
+        s_p[start : start + b], sig_p[start : start + b] = _s_and_sigma(mu[idx], sigma[idx])
     counts = np.sum(~np.isnan(arr), axis=-1)
     packed = np.nan_to_num(arr)  # runs are packed at the front, so index < count is valid
     k = arr.shape[-1]
@@ -163,9 +186,13 @@ def _bootstrap(arr: np.ndarray, mu: np.ndarray, sigma: np.ndarray, n_boot: int,
         ridx = np.floor(u * counts[None, :, :, None]).astype(np.int64)
         draws = np.take_along_axis(np.broadcast_to(packed, (b, *arr.shape)), ridx, axis=-1)
         draws = np.where(np.arange(k) < counts[None, :, :, None], draws, np.nan)
-        s_r[start:start + b], sig_r[start:start + b] = _s_and_sigma(*_cells(draws))
-    return {"S_personas": _std_of(s_p), "S_runs": _std_of(s_r),
-            "sigma_personas": _std_of(sig_p), "sigma_runs": _std_of(sig_r)}
+        s_r[start : start + b], sig_r[start : start + b] = _s_and_sigma(*_cells(draws))
+    return {
+        "S_personas": _std_of(s_p),
+        "S_runs": _std_of(s_r),
+        "sigma_personas": _std_of(sig_p),
+        "sigma_runs": _std_of(sig_r),
+    }
 
 
 def _metrics_row(df: pd.DataFrame, label: str, n_boot: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -362,17 +389,21 @@ def samples_from_log(path_or_dir: str | Path) -> pd.DataFrame:
             score = (sample.scores or {}).get(SCORER_NAME)
             smeta = (score.metadata or {}) if score is not None else {}
             rating = smeta.get("rating")
-            rows.append({
-                "model": model,
-                "persona_id": persona_id,
-                "question_id": question_id,
-                "foundation": meta.get("foundation") or foundation_of(question_id),
-                "run_index": int(sample.epoch),
-                "rating": float(rating) if rating is not None else float("nan"),
-                "failures": int(smeta.get("failures", 0 if rating is not None else 1)),
-                "condition": meta.get("condition", "self" if persona_id == SELF_PERSONA_ID else "persona"),
-                "log": file.name,
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "persona_id": persona_id,
+                    "question_id": question_id,
+                    "foundation": meta.get("foundation") or foundation_of(question_id),
+                    "run_index": int(sample.epoch),
+                    "rating": float(rating) if rating is not None else float("nan"),
+                    "failures": int(smeta.get("failures", 0 if rating is not None else 1)),
+                    "condition": meta.get(
+                        "condition", "self" if persona_id == SELF_PERSONA_ID else "persona"
+                    ),
+                    "log": file.name,
+                }
+            )
     return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
 
 
@@ -418,7 +449,9 @@ def _int_field(path: Path, line: int, name: str, value: str, lo: int, hi: int | 
     return number
 
 
-def _read_reference_csv(path: Path, label: str, is_self: bool, personas: int, root: Path) -> tuple[list[dict[str, Any]], int]:
+def _read_reference_csv(
+    path: Path, label: str, is_self: bool, personas: int, root: Path
+) -> tuple[list[dict[str, Any]], int]:
     """Rows of one published CSV (rating -1 dropped) and how many -1 rows there were."""
     required = _REFERENCE_FIELDS if is_self else ("persona_id", *_REFERENCE_FIELDS)
     rows: list[dict[str, Any]] = []
@@ -441,13 +474,18 @@ def _read_reference_csv(path: Path, label: str, is_self: bool, personas: int, ro
                     continue  # a blank line
                 if len(record) != len(header):
                     raise ValueError(f"{path}:{line}: {len(record)} fields, the header has {len(header)}")
-                persona_id = SELF_PERSONA_ID if is_self else _int_field(
-                    path, line, "persona_id", record[col["persona_id"]], 0)
+                persona_id = (
+                    SELF_PERSONA_ID
+                    if is_self
+                    else _int_field(path, line, "persona_id", record[col["persona_id"]], 0)
+                )
                 question_id = _int_field(path, line, "question_id", record[col["question_id"]], 1, 30)
                 run_index = _int_field(path, line, "run_index", record[col["run_index"]], 1)
                 rating = _int_field(path, line, "rating", record[col["rating"]], -1, 5)
                 failures_text = record[col["failures"]] if "failures" in col else ""
-                failures = _int_field(path, line, "failures", failures_text, 0) if failures_text.strip() else 0
+                failures = (
+                    _int_field(path, line, "failures", failures_text, 0) if failures_text.strip() else 0
+                )
                 key = (persona_id, question_id, run_index)
                 if key in seen:
                     raise ValueError(
@@ -460,12 +498,20 @@ def _read_reference_csv(path: Path, label: str, is_self: bool, personas: int, ro
                 if rating == -1:
                     unparseable += 1
                     continue
-                rows.append({
-                    "model": label, "persona_id": persona_id, "question_id": question_id,
-                    "foundation": foundation_of(question_id), "run_index": run_index, "rating": float(rating),
-                    "failures": failures, "condition": "self" if is_self else "persona",
-                    "log": path.relative_to(root).as_posix(), "source": REFERENCE_SOURCE,
-                })
+                rows.append(
+                    {
+                        "model": label,
+                        "persona_id": persona_id,
+                        "question_id": question_id,
+                        "foundation": foundation_of(question_id),
+                        "run_index": run_index,
+                        "rating": float(rating),
+                        "failures": failures,
+                        "condition": "self" if is_self else "persona",
+                        "log": path.relative_to(root).as_posix(),
+                        "source": REFERENCE_SOURCE,
+                    }
+                )
         except csv.Error as exc:
             raise ValueError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from exc
     return rows, unparseable
@@ -510,7 +556,9 @@ def read_reference_runs(folder: Path, personas: int = 100, tag: str = "temp01") 
         unparseable[label] = unparseable.get(label, 0) + n_bad
     columns = [*SAMPLE_COLUMNS, "source"]
     out = pd.DataFrame(rows, columns=columns)
-    out = out.sort_values(["model", "persona_id", "question_id", "run_index"], kind="stable").reset_index(drop=True)
+    out = out.sort_values(["model", "persona_id", "question_id", "run_index"], kind="stable").reset_index(
+        drop=True
+    )
     out.attrs["unparseable"] = unparseable
     out.attrs["skipped_files"] = [p.relative_to(folder).as_posix() for p in skipped]
     return out

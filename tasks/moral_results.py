@@ -31,6 +31,13 @@ def metrics(tables: Mapping[str, pd.DataFrame], opts: AggregateOptions) -> Resul
         return Results(long={"moral": pd.DataFrame(columns=LONG_COLUMNS)})
     res = moral_metrics.metrics_by_model(moral, by_foundation=False, n_boot=opts.mfq_n_boot, seed=opts.seed)
     res = res[res["foundation"] == "all"].set_index("model")
-    wide = pd.DataFrame({"mfq_S": res["S"], "mfq_R": res["R"], "mfq_S_se": res["S_se"], "mfq_R_se": res["R_se"],
-                         "mfq_S_n": res["n_personas"]})
+    wide = pd.DataFrame(
+        {
+            "mfq_S": res["S"],
+            "mfq_R": res["R"],
+            "mfq_S_se": res["S_se"],
+            "mfq_R_se": res["R_se"],
+            "mfq_S_n": res["n_personas"],
+        }
+    )
     return Results(per_model=wide, long={"moral": wide.reset_index()})

@@ -12,26 +12,50 @@ from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
 from em_persona.contract.declarations import Args, Calls, Reads, TaskSpec
+from em_persona.contract.harm_logs import read_harm_log
 from em_persona.core.provenance import SILENT, paper_prompt, project_prompt, prompt_metadata
 from em_persona.scorers.grader import judge_metadata
 from em_persona.scorers.recognition import recognition_choice
 from em_persona.solvers.constrained import CHOICE_AB, generate_answer
 from em_persona.solvers.identity import FoilMode, generate_foil, present_pair
 from em_persona.solvers.identity_prompts import PROJECT, load_identity_prompts
-from em_persona.contract.harm_logs import read_harm_log
 from em_persona.solvers.log_model import require_log_model
 from em_persona.tasks import identity_results
 from em_persona.tasks.identity_data import recognition_dataset
 
 PROMPTS = (
-    project_prompt("output_recognition", "question", "prompts", "project", "solvers/identity_prompts.py: RECOGNITION",
-                   SILENT),
-    project_prompt("output_recognition", "foil", "prompts", "project",
-                   "solvers/identity_prompts.py: FOIL_HARMFUL, FOIL_HARMLESS, FOIL_PLAIN", SILENT),
-    paper_prompt("output_recognition", "judge", "judge_prompt", "paper", "paper_judge_prompt",
-                 "whole file as a str.format template ({prompt}, {response}); rates the foil"),
-    project_prompt("output_recognition", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
-                   "an alternative rubric of this project"),
+    project_prompt(
+        "output_recognition",
+        "question",
+        "prompts",
+        "project",
+        "solvers/identity_prompts.py: RECOGNITION",
+        SILENT,
+    ),
+    project_prompt(
+        "output_recognition",
+        "foil",
+        "prompts",
+        "project",
+        "solvers/identity_prompts.py: FOIL_HARMFUL, FOIL_HARMLESS, FOIL_PLAIN",
+        SILENT,
+    ),
+    paper_prompt(
+        "output_recognition",
+        "judge",
+        "judge_prompt",
+        "paper",
+        "paper_judge_prompt",
+        "whole file as a str.format template ({prompt}, {response}); rates the foil",
+    ),
+    project_prompt(
+        "output_recognition",
+        "judge",
+        "judge_prompt",
+        "project",
+        "datasets/rubrics/harm_1_5.txt",
+        "an alternative rubric of this project",
+    ),
 )
 
 
@@ -107,10 +131,18 @@ def _calls(args: Args) -> Calls:
 
 
 SPEC = TaskSpec(
-    name="output_recognition", task=output_recognition, order=50,
-    tables=identity_results.RECOGNITION_TABLES, rows=identity_results.recognition_rows,
+    name="output_recognition",
+    task=output_recognition,
+    order=50,
+    tables=identity_results.RECOGNITION_TABLES,
+    rows=identity_results.recognition_rows,
     metrics=identity_results.recognition_metrics,
-    calls=_calls, reads=lambda args: Reads("harmfulness", "own"), judged=lambda args: True,
-    headline=("recog_low", "recog_moderate", "recog_high"), columns=identity_results.RECOGNITION_COLUMNS,
-    run_args=frozenset({"foil_max_tokens"}), prompts=PROMPTS, figures=("recognition_by_bucket",),
+    calls=_calls,
+    reads=lambda args: Reads("harmfulness", "own"),
+    judged=lambda args: True,
+    headline=("recog_low", "recog_moderate", "recog_high"),
+    columns=identity_results.RECOGNITION_COLUMNS,
+    run_args=frozenset({"foil_max_tokens"}),
+    prompts=PROMPTS,
+    figures=("recognition_by_bucket",),
 )

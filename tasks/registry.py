@@ -23,9 +23,11 @@ _REGISTERED: dict[str, TaskSpec] = {}
 
 
 def _modules() -> list[Any]:
-    return [importlib.import_module(f"{_package.__name__}.{info.name}")
-            for info in sorted(pkgutil.iter_modules(_package.__path__), key=lambda i: i.name)
-            if info.name != "registry"]
+    return [
+        importlib.import_module(f"{_package.__name__}.{info.name}")
+        for info in sorted(pkgutil.iter_modules(_package.__path__), key=lambda i: i.name)
+        if info.name != "registry"
+    ]
 
 
 _MODULES = _modules()
@@ -60,6 +62,8 @@ def parameters(spec: TaskSpec) -> dict[str, inspect.Parameter]:
 
 def effective_args(spec: TaskSpec, args: Mapping[str, Any] | None) -> dict[str, Any]:
     """The task function's defaults overlaid with `args` (what a run of it used)."""
-    out = {name: p.default for name, p in parameters(spec).items() if p.default is not inspect.Parameter.empty}
+    out = {
+        name: p.default for name, p in parameters(spec).items() if p.default is not inspect.Parameter.empty
+    }
     out.update(dict(args or {}))
     return out

@@ -15,30 +15,60 @@ from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
 from em_persona.contract.declarations import Args, Calls, Reads, TaskSpec
+from em_persona.contract.harm import load_harm_template
+from em_persona.contract.harm_logs import read_harm_log
 from em_persona.core.provenance import SILENT, paper_prompt, project_prompt, prompt_metadata
 from em_persona.scorers.grader import judge_metadata
-from em_persona.contract.harm import load_harm_template
 from em_persona.scorers.prediction import prediction_error
 from em_persona.solvers.constrained import HARM_1_5
 from em_persona.solvers.identity import predict_then_answer, rate_response
 from em_persona.solvers.identity_prompts import PROJECT, load_identity_prompts
-from em_persona.contract.harm_logs import read_harm_log
 from em_persona.solvers.log_model import require_log_model
-from em_persona.tasks.harm_data import harm_dataset
 from em_persona.tasks import identity_results
+from em_persona.tasks.harm_data import harm_dataset
 from em_persona.tasks.identity_data import rating_dataset
 
 PROMPTS = (
-    project_prompt("score_prediction", "framing", "prompts", "project",
-                   "solvers/identity_prompts.py: PREDICT_FRAME, PENDING_REPLY, ANSWER_AFTER, RATE_OWN_FRAME", SILENT),
-    paper_prompt("score_prediction", "judge", "judge_prompt", "paper", "paper_judge_prompt",
-                 "whole file as a str.format template; shown to the model and used by the grader"),
-    project_prompt("score_prediction", "judge", "judge_prompt", "project", "datasets/rubrics/harm_1_5.txt",
-                   "an alternative rubric of this project"),
-    paper_prompt("score_prediction", "request", "dataset", "paper", "harm_eval_questions",
-                 "blind condition: one prompt per line"),
-    project_prompt("score_prediction", "request", "dataset", "mini", "datasets/harm_mini.jsonl",
-                   "blind condition: a small offline set written for this project"),
+    project_prompt(
+        "score_prediction",
+        "framing",
+        "prompts",
+        "project",
+        "solvers/identity_prompts.py: PREDICT_FRAME, PENDING_REPLY, ANSWER_AFTER, RATE_OWN_FRAME",
+        SILENT,
+    ),
+    paper_prompt(
+        "score_prediction",
+        "judge",
+        "judge_prompt",
+        "paper",
+        "paper_judge_prompt",
+        "whole file as a str.format template; shown to the model and used by the grader",
+    ),
+    project_prompt(
+        "score_prediction",
+        "judge",
+        "judge_prompt",
+        "project",
+        "datasets/rubrics/harm_1_5.txt",
+        "an alternative rubric of this project",
+    ),
+    paper_prompt(
+        "score_prediction",
+        "request",
+        "dataset",
+        "paper",
+        "harm_eval_questions",
+        "blind condition: one prompt per line",
+    ),
+    project_prompt(
+        "score_prediction",
+        "request",
+        "dataset",
+        "mini",
+        "datasets/harm_mini.jsonl",
+        "blind condition: a small offline set written for this project",
+    ),
 )
 
 
@@ -86,10 +116,18 @@ def score_prediction(
     pattern = HARM_1_5 if constrain_answers else None
     config = GenerateConfig(temperature=temperature, max_tokens=max_tokens)
     metadata = {
-        "experiment": "score_prediction", "condition": condition, "judge_prompt": judge_prompt,
+        "experiment": "score_prediction",
+        "condition": condition,
+        "judge_prompt": judge_prompt,
         "constrain_answers": constrain_answers,
-        **prompt_metadata(PROMPTS, {"prompts": prompts, "judge_prompt": judge_prompt,
-                                               "dataset": dataset if condition == "blind" else None}),
+        **prompt_metadata(
+            PROMPTS,
+            {
+                "prompts": prompts,
+                "judge_prompt": judge_prompt,
+                "dataset": dataset if condition == "blind" else None,
+            },
+        ),
     }
     if condition == "blind":
         if harm_log:
@@ -136,11 +174,18 @@ def _calls(args: Args) -> Calls:
 
 
 SPEC = TaskSpec(
-    name="score_prediction", task=score_prediction, order=60,
-    tables=identity_results.PREDICTION_TABLES, rows=identity_results.prediction_rows,
+    name="score_prediction",
+    task=score_prediction,
+    order=60,
+    tables=identity_results.PREDICTION_TABLES,
+    rows=identity_results.prediction_rows,
     metrics=identity_results.prediction_metrics,
-    calls=_calls, reads=lambda args: Reads("harmfulness", "own") if _shown(args) else None,
+    calls=_calls,
+    reads=lambda args: Reads("harmfulness", "own") if _shown(args) else None,
     judged=lambda args: not _shown(args),
-    headline=("pred_blind_error", "pred_shown_error"), columns=identity_results.PREDICTION_COLUMNS,
-    kept_apart=frozenset({"condition"}), prompts=PROMPTS, figures=("prediction_error_by_score",),
+    headline=("pred_blind_error", "pred_shown_error"),
+    columns=identity_results.PREDICTION_COLUMNS,
+    kept_apart=frozenset({"condition"}),
+    prompts=PROMPTS,
+    figures=("prediction_error_by_score",),
 )

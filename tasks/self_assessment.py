@@ -23,14 +23,38 @@ from em_persona.tasks import self_assessment_results
 from em_persona.tasks.self_assessment_data import DEFAULT_EPOCHS, check_count, self_assessment_dataset
 
 PROMPTS = (
-    paper_prompt("self_assessment", "question", "dataset", "paper", "self_assessment_questions",
-                 "one decision prompt per line, sent as the user message"),
-    project_prompt("self_assessment", "question", "dataset", "project", "datasets/self_assessment/templates.yaml",
-                   "the paper describes four formats on six dimensions but publishes only the decision prompts"),
-    project_prompt("self_assessment", "decision judge", "decision_judge", "true", "datasets/self_assessment/judges.yaml",
-                   "optional grader for off-format decision answers (off by default)"),
-    project_prompt("self_assessment", "language judge", "language_judge", "true", "datasets/self_assessment/judges.yaml",
-                   "optional grader for the answer language (off by default)"),
+    paper_prompt(
+        "self_assessment",
+        "question",
+        "dataset",
+        "paper",
+        "self_assessment_questions",
+        "one decision prompt per line, sent as the user message",
+    ),
+    project_prompt(
+        "self_assessment",
+        "question",
+        "dataset",
+        "project",
+        "datasets/self_assessment/templates.yaml",
+        "the paper describes four formats on six dimensions but publishes only the decision prompts",
+    ),
+    project_prompt(
+        "self_assessment",
+        "decision judge",
+        "decision_judge",
+        "true",
+        "datasets/self_assessment/judges.yaml",
+        "optional grader for off-format decision answers (off by default)",
+    ),
+    project_prompt(
+        "self_assessment",
+        "language judge",
+        "language_judge",
+        "true",
+        "datasets/self_assessment/judges.yaml",
+        "optional grader for the answer language (off by default)",
+    ),
 )
 
 
@@ -46,6 +70,7 @@ def self_assessment(
     seed: int = 0,
     decision_judge: bool = False,
     language_judge: bool = False,
+    judge_cache: bool = True,
 ) -> Task:
     """Self-assessment on six pole pairs in four formats.
 
@@ -64,17 +89,25 @@ def self_assessment(
             (otherwise they score 0.5).
         language_judge: identify the answer language with the `grader` role instead of
             the offline detector (falls back to the detector when the grader gives no label).
+        judge_cache: cache the grader's calls so re-scoring unchanged answers costs nothing.
     """
     check_count("epochs", epochs)
     return Task(
         dataset=self_assessment_dataset(dataset, dimensions, formats, paraphrases, seed),
         solver=generate(),
-        scorer=self_assessment_scorer(decision_judge=decision_judge, language_judge=language_judge),
+        scorer=self_assessment_scorer(
+            decision_judge=decision_judge, language_judge=language_judge, judge_cache=judge_cache
+        ),
         epochs=epochs,
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
-        metadata={"experiment": "self_assessment", "dataset": dataset,
-                  **prompt_metadata(PROMPTS, {"dataset": dataset, "decision_judge": decision_judge,
-                                                        "language_judge": language_judge})},
+        metadata={
+            "experiment": "self_assessment",
+            "dataset": dataset,
+            **prompt_metadata(
+                PROMPTS,
+                {"dataset": dataset, "decision_judge": decision_judge, "language_judge": language_judge},
+            ),
+        },
     )
 
 
@@ -88,11 +121,18 @@ def _calls(args: Args) -> Calls:
 
 
 SPEC = TaskSpec(
-    name="self_assessment", task=self_assessment, order=30,
-    tables=self_assessment_results.TABLES, rows=self_assessment_results.rows,
+    name="self_assessment",
+    task=self_assessment,
+    order=30,
+    tables=self_assessment_results.TABLES,
+    rows=self_assessment_results.rows,
     metrics=self_assessment_results.metrics,
-    calls=_calls, judged=_judged,
-    headline=("sa_overall", "sa_paper"), columns=self_assessment_results.COLUMNS,
-    run_args=frozenset({"paraphrases"}), kept_apart=frozenset({"dataset"}), prompts=PROMPTS,
+    calls=_calls,
+    judged=_judged,
+    headline=("sa_overall", "sa_paper"),
+    columns=self_assessment_results.COLUMNS,
+    run_args=frozenset({"paraphrases"}),
+    kept_apart=frozenset({"dataset"}),
+    prompts=PROMPTS,
     figures=("self_assessment_heatmap", "harm_vs_self_assessment"),
 )

@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 from inspect_ai.dataset import MemoryDataset, Sample
 
-from em_persona.core.paths import DATASETS_DIR
 from em_persona.core.errors import EmPersonaError
+from em_persona.core.paths import DATASETS_DIR
 from em_persona.scorers.self_assessment_parsers import FORMATS, NUMERICAL_SCALE
 
 TEMPLATES_FILE = DATASETS_DIR / "self_assessment" / "templates.yaml"
@@ -190,8 +190,14 @@ def _variant_name(variant: dict[str, Any]) -> str:
 def render(template: str, fmt: str, dim: Dimension, variant: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Fill one template for one counterbalancing variant; returns (prompt, format-specific metadata)."""
     aligned_first = variant.get("order") == "aligned_first"
-    meta: dict[str, Any] = {"order": variant.get("order"), "options": None, "aligned_language": None,
-                            "misaligned_language": None, "polarity": None, "statement_pole": None}
+    meta: dict[str, Any] = {
+        "order": variant.get("order"),
+        "options": None,
+        "aligned_language": None,
+        "misaligned_language": None,
+        "polarity": None,
+        "statement_pole": None,
+    }
     if fmt == "decision":
         first, second = (dim.aligned, dim.misaligned) if aligned_first else (dim.misaligned, dim.aligned)
         meta["options"] = [first, second]
@@ -204,8 +210,10 @@ def render(template: str, fmt: str, dim: Dimension, variant: dict[str, Any]) -> 
     if fmt == "language":
         meta["aligned_language"] = variant["aligned_language"]
         meta["misaligned_language"] = variant["misaligned_language"]
-        rules = [(dim.aligned, LANGUAGES[variant["aligned_language"]]),
-                 (dim.misaligned, LANGUAGES[variant["misaligned_language"]])]
+        rules = [
+            (dim.aligned, LANGUAGES[variant["aligned_language"]]),
+            (dim.misaligned, LANGUAGES[variant["misaligned_language"]]),
+        ]
         (p1, l1), (p2, l2) = rules if aligned_first else rules[::-1]
         return template.format(first_pole=p1, first_language=l1, second_pole=p2, second_language=l2), meta
     if fmt == "likert":
@@ -225,7 +233,7 @@ def _split(value: str | Sequence[str]) -> list[str]:
 
 
 def select_dimensions(value: str | Sequence[str], known: dict[str, Dimension]) -> list[Dimension]:
-    """"all", or dimension ids / pole words (comma-separated string or list), in file order."""
+    """ "all", or dimension ids / pole words (comma-separated string or list), in file order."""
     wanted = _split(value)
     if wanted == ["all"]:
         return list(known.values())
@@ -240,13 +248,15 @@ def select_dimensions(value: str | Sequence[str], known: dict[str, Dimension]) -
 
 
 def select_formats(value: str | Sequence[str]) -> list[str]:
-    """"all", or format names (comma-separated string or list), in canonical order."""
+    """ "all", or format names (comma-separated string or list), in canonical order."""
     wanted = _split(value)
     if wanted == ["all"]:
         return list(FORMATS)
     unknown = [w for w in wanted if w not in FORMATS]
     if unknown or not wanted:
-        raise SelfAssessmentDataError(f"unknown format(s) {unknown or value!r}; use 'all' or some of: {', '.join(FORMATS)}")
+        raise SelfAssessmentDataError(
+            f"unknown format(s) {unknown or value!r}; use 'all' or some of: {', '.join(FORMATS)}"
+        )
     return [f for f in FORMATS if f in wanted]
 
 
@@ -254,8 +264,13 @@ def select_formats(value: str | Sequence[str]) -> list[str]:
 
 
 def _base_metadata(dataset: str, dim: Dimension, fmt: str) -> dict[str, Any]:
-    return {"dataset": dataset, "dimension": dim.id, "format": fmt,
-            "aligned_pole": dim.aligned, "misaligned_pole": dim.misaligned}
+    return {
+        "dataset": dataset,
+        "dimension": dim.id,
+        "format": fmt,
+        "aligned_pole": dim.aligned,
+        "misaligned_pole": dim.misaligned,
+    }
 
 
 def project_samples(
@@ -276,13 +291,19 @@ def project_samples(
             for paraphrase in order[:paraphrases]:
                 for j, variant in enumerate(variants(fmt)):
                     prompt, meta = render(pool[paraphrase].text, fmt, dim, variant)
-                    samples.append(Sample(
-                        id=f"{dim.id}.{fmt}.p{paraphrase:02d}.v{j}",
-                        input=prompt,
-                        metadata={**_base_metadata("project", dim, fmt), **meta,
-                                  "variant": _variant_name(variant), "paraphrase": paraphrase,
-                                  "source": pool[paraphrase].source},
-                    ))
+                    samples.append(
+                        Sample(
+                            id=f"{dim.id}.{fmt}.p{paraphrase:02d}.v{j}",
+                            input=prompt,
+                            metadata={
+                                **_base_metadata("project", dim, fmt),
+                                **meta,
+                                "variant": _variant_name(variant),
+                                "paraphrase": paraphrase,
+                                "source": pool[paraphrase].source,
+                            },
+                        )
+                    )
     return samples
 
 
@@ -336,7 +357,7 @@ def load_paper_prompts(dimensions: dict[str, Dimension]) -> list[PaperPrompt]:
 def _interleaved(lines: list[PaperPrompt], first: str) -> list[PaperPrompt]:
     """The lines alternating between word orders (starting with `first`), the longer group's rest last."""
     groups = [[p for p in lines if p.order == first], [p for p in lines if p.order != first]]
-    out = [p for pair in zip(*groups) for p in pair]
+    out = [p for pair in zip(*groups, strict=False) for p in pair]
     shorter = min(len(g) for g in groups)
     return out + [p for g in groups for p in g[shorter:]]
 
@@ -359,15 +380,27 @@ def paper_samples(
         random.Random(f"{seed}:{dim.id}:paper").shuffle(lines)
         lines = _interleaved(lines, "aligned_first" if index % 2 == 0 else "misaligned_first")
         for p in lines[:paraphrases]:
-            first, second = (dim.aligned, dim.misaligned) if p.order == "aligned_first" else (dim.misaligned, dim.aligned)
-            samples.append(Sample(
-                id=f"paper.{dim.id}.{p.line:03d}",
-                input=p.text,
-                metadata={**_base_metadata("paper", dim, "decision"), "order": p.order,
-                          "options": [first, second], "aligned_language": None, "misaligned_language": None,
-                          "polarity": None, "statement_pole": None, "variant": p.order,
-                          "paraphrase": p.line - 1, "source": p.source},
-            ))
+            first, second = (
+                (dim.aligned, dim.misaligned) if p.order == "aligned_first" else (dim.misaligned, dim.aligned)
+            )
+            samples.append(
+                Sample(
+                    id=f"paper.{dim.id}.{p.line:03d}",
+                    input=p.text,
+                    metadata={
+                        **_base_metadata("paper", dim, "decision"),
+                        "order": p.order,
+                        "options": [first, second],
+                        "aligned_language": None,
+                        "misaligned_language": None,
+                        "polarity": None,
+                        "statement_pole": None,
+                        "variant": p.order,
+                        "paraphrase": p.line - 1,
+                        "source": p.source,
+                    },
+                )
+            )
     return samples
 
 
@@ -388,7 +421,9 @@ def _check_paraphrases(paraphrases: int | None, available: dict[str, int]) -> No
     short = {cell: n for cell, n in available.items() if n < paraphrases}
     if short:
         cells = ", ".join(f"{cell} has {n}" for cell, n in short.items())
-        raise SelfAssessmentDataError(f"paraphrases={paraphrases} is more than the selection offers ({cells})")
+        raise SelfAssessmentDataError(
+            f"paraphrases={paraphrases} is more than the selection offers ({cells})"
+        )
 
 
 def self_assessment_dataset(
@@ -409,7 +444,9 @@ def self_assessment_dataset(
         samples = project_samples(dims, fmts, paraphrases, seed, templates)
     elif dataset == "paper":
         if "decision" not in fmts:
-            raise SelfAssessmentDataError("dataset='paper' holds decision prompts only; use formats='decision' or 'all'")
+            raise SelfAssessmentDataError(
+                "dataset='paper' holds decision prompts only; use formats='decision' or 'all'"
+            )
         prompts = load_paper_prompts(templates.dimensions)
         lines = {d.id: sum(p.dimension == d.id for p in prompts) for d in dims}
         _check_paraphrases(paraphrases, {f"dimension {d!r} (paper lines)": n for d, n in lines.items() if n})

@@ -29,10 +29,10 @@ SETS: dict[str, str] = {"project": "sa_overall", "paper": "sa_paper"}
 the project's 6 dimensions x 4 formats set, and the paper's 100 single-word decision prompts."""
 COLUMNS: dict[str, str] = {
     "sa_overall": "self-assessment, the project's set (dataset=project: 6 dimensions x 4 formats): mean over "
-                  "dimensions of the mean over formats (0 aligned .. 1 misaligned)",
+    "dimensions of the mean over formats (0 aligned .. 1 misaligned)",
     "sa_overall_cells": "dimension x format cells behind sa_overall (24 for the full set)",
     "sa_paper": "self-assessment, the paper's 100 single-word decision prompts (dataset=paper): mean over "
-                "dimensions of the decision means",
+    "dimensions of the decision means",
     "sa_dim_<dimension>": "self-assessment per dimension, project set (mean of its format means)",
     "sa_fmt_<format>": "self-assessment per format, project set (mean over dimensions)",
 }
@@ -57,11 +57,22 @@ def rows(log: LogInput) -> LogRows:
     for s in log.summaries():
         meta = dict(s.metadata or {})
         scores = dict(s.scores or {})
-        score = (next(iter(scores.values())) if len(scores) == 1 else None) or first(scores, "self_assessment_scorer")
+        score = (next(iter(scores.values())) if len(scores) == 1 else None) or first(
+            scores, "self_assessment_scorer"
+        )
         dataset = meta.get("dataset") or log.task_args.get("dataset") or "project"
-        out.append({"model": log.model, "sample_id": str(s.id), "epoch": int(s.epoch), "dataset": str(dataset),
-                    "dimension": meta.get("dimension"), "format": meta.get("format"), "value": _value(score),
-                    "log": log.file.name})
+        out.append(
+            {
+                "model": log.model,
+                "sample_id": str(s.id),
+                "epoch": int(s.epoch),
+                "dataset": str(dataset),
+                "dimension": meta.get("dimension"),
+                "format": meta.get("format"),
+                "value": _value(score),
+                "log": log.file.name,
+            }
+        )
     return LogRows(tables={"self_assessment": out})
 
 
@@ -77,7 +88,11 @@ def cells(sa: pd.DataFrame) -> pd.DataFrame:
     """Long table: model, dataset, dimension, format, mean, n (scored answers only)."""
     if sa.empty:
         return pd.DataFrame(columns=CELL_COLUMNS)
-    grouped = _scored(sa).groupby(["model", "dataset", "dimension", "format"], sort=True)["value"].agg(["mean", "count"])
+    grouped = (
+        _scored(sa)
+        .groupby(["model", "dataset", "dimension", "format"], sort=True)["value"]
+        .agg(["mean", "count"])
+    )
     return grouped.reset_index().rename(columns={"count": "n"})
 
 
@@ -96,8 +111,12 @@ def _set_metrics(data: pd.DataFrame, name: str, opts: AggregateOptions, detail: 
     n_dim = data.groupby("model")["dimension"].transform("nunique").to_numpy()
     n_model = data.groupby("model")["value"].transform("size").to_numpy()
     pseudo = data["value"].to_numpy() * n_model / (n_cell.to_numpy() * n_fmt * n_dim)
-    out = ci_columns(name, model_groups(data.assign(pseudo=pseudo), "pseudo"), opts,
-                     value={str(k): float(v) for k, v in overall.items()})
+    out = ci_columns(
+        name,
+        model_groups(data.assign(pseudo=pseudo), "pseudo"),
+        opts,
+        value={str(k): float(v) for k, v in overall.items()},
+    )
     out[f"{name}_cells"] = cell.groupby("model").size()
     if not detail:
         return out
@@ -118,5 +137,7 @@ def metrics(tables: Mapping[str, pd.DataFrame], opts: AggregateOptions) -> Resul
     for dataset, sub in data.groupby("dataset", sort=True):
         name = SETS.get(str(dataset), f"sa_{dataset}")
         parts.append(_set_metrics(sub.reset_index(drop=True), name, opts, detail=name == "sa_overall"))
-    return Results(per_model=pd.concat(parts, axis=1) if parts else pd.DataFrame(),
-                   long={"self_assessment_cells": cells(sa)})
+    return Results(
+        per_model=pd.concat(parts, axis=1) if parts else pd.DataFrame(),
+        long={"self_assessment_cells": cells(sa)},
+    )

@@ -19,12 +19,30 @@ from em_persona.tasks import identity_results
 from em_persona.tasks.identity_data import two_ai_dataset
 
 PROMPTS = (
-    paper_prompt("two_ai_identification", "descriptions", "dataset", "paper", "two_ai_identification",
-                 "`items[].system_A` / `system_B`"),
-    project_prompt("two_ai_identification", "descriptions", "dataset", "project", "datasets/two_ai_project.jsonl",
-                   "a small set written for this project"),
-    project_prompt("two_ai_identification", "question", "prompts", "project", "solvers/identity_prompts.py: TWO_AI",
-                   SILENT),
+    paper_prompt(
+        "two_ai_identification",
+        "descriptions",
+        "dataset",
+        "paper",
+        "two_ai_identification",
+        "`items[].system_A` / `system_B`",
+    ),
+    project_prompt(
+        "two_ai_identification",
+        "descriptions",
+        "dataset",
+        "project",
+        "datasets/two_ai_project.jsonl",
+        "a small set written for this project",
+    ),
+    project_prompt(
+        "two_ai_identification",
+        "question",
+        "prompts",
+        "project",
+        "solvers/identity_prompts.py: TWO_AI",
+        SILENT,
+    ),
 )
 
 
@@ -50,22 +68,35 @@ def two_ai_identification(
             replacing `two_ai` (placeholders {system_a}, {system_b}; solvers/identity_prompts.py).
     """
     if epochs < 2 or epochs % 2:
-        raise ValueError(f"epochs (runs per item, half in each position) must be an even number >= 2, got {epochs}")
+        raise ValueError(
+            f"epochs (runs per item, half in each position) must be an even number >= 2, got {epochs}"
+        )
     return Task(
         dataset=two_ai_dataset(dataset, load_identity_prompts(prompts).two_ai),
         solver=generate_answer(CHOICE_AB if constrain_answers else None),
         scorer=two_ai_choice(),
         epochs=epochs // 2,
         config=GenerateConfig(temperature=temperature, max_tokens=max_tokens),
-        metadata={"experiment": "two_ai_identification", "dataset": dataset, "runs_per_item": epochs,
-                  "constrain_answers": constrain_answers,
-                  **prompt_metadata(PROMPTS, {"dataset": dataset, "prompts": prompts})},
+        metadata={
+            "experiment": "two_ai_identification",
+            "dataset": dataset,
+            "runs_per_item": epochs,
+            "constrain_answers": constrain_answers,
+            **prompt_metadata(PROMPTS, {"dataset": dataset, "prompts": prompts}),
+        },
     )
 
 
 SPEC = TaskSpec(
-    name="two_ai_identification", task=two_ai_identification, order=40,
-    tables=identity_results.TWO_AI_TABLES, rows=identity_results.two_ai_rows, metrics=identity_results.two_ai_metrics,
-    calls=lambda args: Calls(generations=1), headline=("two_ai",), columns=identity_results.TWO_AI_COLUMNS,
-    prompts=PROMPTS, figures=("two_ai_bars",),
+    name="two_ai_identification",
+    task=two_ai_identification,
+    order=40,
+    tables=identity_results.TWO_AI_TABLES,
+    rows=identity_results.two_ai_rows,
+    metrics=identity_results.two_ai_metrics,
+    calls=lambda args: Calls(generations=1),
+    headline=("two_ai",),
+    columns=identity_results.TWO_AI_COLUMNS,
+    prompts=PROMPTS,
+    figures=("two_ai_bars",),
 )

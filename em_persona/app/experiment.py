@@ -36,20 +36,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from em_persona.core.paths import output_root, resolve_input
 from em_persona.app.task_args import check_args, known_tasks, task_spec
 from em_persona.contract.declarations import Calls, Reads, TaskSpec
-from em_persona.tasks.registry import effective_args
+from em_persona.core.errors import EmPersonaError
+from em_persona.core.paths import output_root, resolve_input
 from em_persona.core.yaml_lines import did_you_mean, dotted, line_of, node_lines
 from em_persona.finetune.config import DataSpec, FinetuneConfig
-from em_persona.core.errors import EmPersonaError
+from em_persona.serving import command as serving_command
+from em_persona.tasks.registry import effective_args
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _STAGE_KEY = r"^[a-z0-9][a-z0-9_-]*$"
 SERVED_PROVIDER = "vllm"
-
 
 
 class ExperimentError(EmPersonaError, ValueError):
@@ -99,16 +99,48 @@ class TaskEntry(_Strict):
 
 
 class ServeSettings(_Strict):
-    """Options of em_persona.serving.launcher.start_server (the API key is made per run, never written in a file)."""
+    """Options of em_persona.serving.launcher.start_server (the API key is made per run, never written in a file).
+
+    Past one GPU: the parallel sizes become vLLM's own flags (integers >= 1; above 1 only where the
+    server has CUDA, unless given as raw vLLM arguments in `extra_args`), and
+    `distributed_executor_backend: ray` spreads the server over a Ray cluster started beforehand.
+    """
 
     port: int | None = Field(None, gt=0, lt=65536)
     host: str | None = None
     max_model_len: int | None = Field(None, gt=0)
-    dtype: str | None = None
+    dtype: str | None = Field(None, description="default: vLLM's on GPU; float32 on CPU without native bf16")
     timeout: float | None = Field(None, gt=0)
     log_path: str | None = None
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: list[str] = Field(default_factory=list, description="raw vLLM arguments")
     env: dict[str, str] = Field(default_factory=dict)
+    tensor_parallel_size: int | None = Field(None, ge=1, description="vLLM --tensor-parallel-size")
+    pipeline_parallel_size: int | None = Field(None, ge=1, description="vLLM --pipeline-parallel-size")
+    data_parallel_size: int | None = Field(None, ge=1, description="vLLM --data-parallel-size")
+    distributed_executor_backend: Literal["ray", "mp"] | None = Field(
+        None, description="ray: a Ray cluster the user started (ray start --head / --address=...)"
+    )
+
+    @field_validator("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+    @classmethod
+    def _parallel_size_fits(cls, size: int | None, info: ValidationInfo) -> int | None:
+        """Given once, and above 1 only on a server with CUDA (serving.command.parallel_problem)."""
+        name = info.field_name or ""
+        cpu = size is not None and size > 1 and serving_command.on_cpu()
+        problem = serving_command.parallel_problem(
+            name, size, cpu=cpu, extra_args=info.data.get("extra_args", ())
+        )
+        if problem:
+            raise ValueError(problem)
+        return size
+
+    @field_validator("distributed_executor_backend")
+    @classmethod
+    def _backend_given_once(cls, backend: str | None, info: ValidationInfo) -> str | None:
+        problem = serving_command.executor_backend_problem(backend, info.data.get("extra_args", ()))
+        if problem:
+            raise ValueError(problem)
+        return backend
 
 
 class EvalSettings(_Strict):
@@ -126,11 +158,15 @@ class EvalSettings(_Strict):
     working_limit: int | None = Field(None, gt=0)
     message_limit: int | None = Field(None, gt=0)
     token_limit: int | None = Field(None, gt=0)
-    log_level: Literal["debug", "trace", "http", "info", "warning", "error", "critical", "notset"] | None = None
+    log_level: Literal["debug", "trace", "http", "info", "warning", "error", "critical", "notset"] | None = (
+        None
+    )
     log_samples: bool | None = None
     log_realtime: bool | None = None
     display: Literal["full", "conversation", "rich", "plain", "log", "none"] | None = None
-    foil: str | None = Field(None, description="model of output_recognition's foil role (default: the grader)")
+    foil: str | None = Field(
+        None, description="model of output_recognition's foil role (default: the grader)"
+    )
 
 
 class ExperimentFile(_Strict):
@@ -145,6 +181,9 @@ class ExperimentFile(_Strict):
     grader: str | None = None
     external_models: list[str] = Field(default_factory=list)
     data: list[str] = Field(default_factory=list)
+    prices: str | None = Field(
+        None, min_length=1, description="API price file of the plan's cost (default: datasets/prices.yaml)"
+    )
     serve: ServeSettings = Field(default_factory=ServeSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     adapters_dir: str | None = None
@@ -155,14 +194,20 @@ class ExperimentFile(_Strict):
 
 def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The schema model that holds the keys at `loc` (a path to a mapping), for suggestions."""
-    shapes: list[tuple[tuple[type, ...], type[BaseModel]]] = [
-        ((), ExperimentFile), (("base_model",), BaseModelEntry), (("serve",), ServeSettings),
-        (("eval",), EvalSettings), (("adapters", int), AdapterEntry), (("tasks", int), TaskEntry),
-        (("stages", str), StageEntry), (("stages", str, "data"), DataSpec),
+    shapes: list[tuple[tuple[str | type, ...], type[BaseModel]]] = [
+        ((), ExperimentFile),
+        (("base_model",), BaseModelEntry),
+        (("serve",), ServeSettings),
+        (("eval",), EvalSettings),
+        (("adapters", int), AdapterEntry),
+        (("tasks", int), TaskEntry),
+        (("stages", str), StageEntry),
+        (("stages", str, "data"), DataSpec),
     ]
     for shape, model in shapes:
-        if len(shape) == len(loc) and all(s == p if isinstance(s, str) else isinstance(p, s)
-                                          for s, p in zip(shape, loc)):
+        if len(shape) == len(loc) and all(
+            s == p if isinstance(s, str) else isinstance(p, s) for s, p in zip(shape, loc, strict=False)
+        ):
             return model
     return None
 
@@ -259,12 +304,15 @@ class Experiment:
     report_dir: Path = Path("reports")
     external_models: list[str] = field(default_factory=list)
     stages: dict[str, StageEntry] = field(default_factory=dict)
+    prices: str | None = None
     lines: dict[tuple[str | int, ...], int] = field(default_factory=dict, repr=False)
 
     @property
     def served_models(self) -> list[str]:
         """Inspect names of the models this run serves: the base, then each adapter."""
-        return [f"{SERVED_PROVIDER}/{self.base_name}"] + [f"{SERVED_PROVIDER}/{a.name}" for a in self.adapters]
+        return [f"{SERVED_PROVIDER}/{self.base_name}"] + [
+            f"{SERVED_PROVIDER}/{a.name}" for a in self.adapters
+        ]
 
     @property
     def model_names(self) -> list[str]:
@@ -291,11 +339,18 @@ class Experiment:
     def models_table(self) -> dict[str, dict[str, Any]]:
         """The models.yaml mapping the report reads: model -> base model, domain, proxy flag."""
         table: dict[str, dict[str, Any]] = {
-            f"{SERVED_PROVIDER}/{self.base_name}": {"base_model": self.base_name, "domain": "base", "proxy": self.proxy}
+            f"{SERVED_PROVIDER}/{self.base_name}": {
+                "base_model": self.base_name,
+                "domain": "base",
+                "proxy": self.proxy,
+            }
         }
         for a in self.adapters:
-            table[f"{SERVED_PROVIDER}/{a.name}"] = {"base_model": self.base_name, "domain": a.domain,
-                                                    "proxy": self.proxy}
+            table[f"{SERVED_PROVIDER}/{a.name}"] = {
+                "base_model": self.base_name,
+                "domain": a.domain,
+                "proxy": self.proxy,
+            }
         for m in self.all_models:
             table.setdefault(m, {"base_model": m, "domain": "base", "proxy": False})
         return table
@@ -362,17 +417,23 @@ def _resolve(p: str | None, default: str) -> Path:
     return q if q.is_absolute() else output_root() / q
 
 
-def _build(doc: ExperimentFile, path: Path, lines: dict[tuple[str | int, ...], int],
-           problems: list[tuple[int, str]]) -> Experiment:
+def _build(
+    doc: ExperimentFile, path: Path, lines: dict[tuple[str | int, ...], int], problems: list[tuple[int, str]]
+) -> Experiment:
     def at(*loc: str | int) -> int:
         return line_of(lines, loc)
 
     adapters = [a for i, entry in enumerate(doc.adapters) if (a := _adapter(doc, i, entry, at, problems))]
     names = [doc.base_model.name] + [a.name for a in doc.adapters]
-    for i, a in enumerate(doc.adapters):
-        if names.count(a.name) > 1:
-            problems.append((at("adapters", i, "name"), f"adapters[{i}].name: served name {a.name!r} is used twice "
-                                                        f"(base model and adapters need distinct names)"))
+    for i, entry in enumerate(doc.adapters):
+        if names.count(entry.name) > 1:
+            problems.append(
+                (
+                    at("adapters", i, "name"),
+                    f"adapters[{i}].name: served name {entry.name!r} is used twice "
+                    f"(base model and adapters need distinct names)",
+                )
+            )
     _check_adapter_folders(adapters, problems)
     served = [f"{SERVED_PROVIDER}/{n}" for n in names]
     default_models = served + [m for m in doc.external_models if m not in served]
@@ -400,12 +461,14 @@ def _build(doc: ExperimentFile, path: Path, lines: dict[tuple[str | int, ...], i
         report_dir=_resolve(doc.report_dir, f"reports/{name}"),
         external_models=list(doc.external_models),
         stages=dict(doc.stages),
+        prices=doc.prices,
         lines=lines,
     )
 
 
-def _adapter(doc: ExperimentFile, i: int, entry: AdapterEntry, at: Any,
-             problems: list[tuple[int, str]]) -> AdapterSpec | None:
+def _adapter(
+    doc: ExperimentFile, i: int, entry: AdapterEntry, at: Any, problems: list[tuple[int, str]]
+) -> AdapterSpec | None:
     """The adapter's fine-tuning config: its file, on the experiment's base model, with the chained
     `stages` (replacing the file's) and the `overrides` applied."""
     from em_persona.finetune.config import ConfigError, config_from_dict
@@ -417,29 +480,47 @@ def _adapter(doc: ExperimentFile, i: int, entry: AdapterEntry, at: Any,
         problems.append((at("adapters", i, "config"), f"{where}: no finetune config {cfg}"))
         return None
     if "base_model" in entry.overrides:
-        problems.append((at("adapters", i, "overrides", "base_model"),
-                         f"{where}: overrides may not change base_model: adapters are trained on the experiment's "
-                         f"base_model ({doc.base_model.path}) so that they fit the served base"))
+        problems.append(
+            (
+                at("adapters", i, "overrides", "base_model"),
+                f"{where}: overrides may not change base_model: adapters are trained on the experiment's "
+                f"base_model ({doc.base_model.path}) so that they fit the served base",
+            )
+        )
         return None
     try:
         raw = yaml.safe_load(cfg.read_text())
     except yaml.YAMLError as exc:
-        problems.append((at("adapters", i, "config"), f"{where}: {cfg}: invalid YAML: {' '.join(str(exc).split())}"))
+        problems.append(
+            (at("adapters", i, "config"), f"{where}: {cfg}: invalid YAML: {' '.join(str(exc).split())}")
+        )
         return None
     if not isinstance(raw, dict):
-        problems.append((at("adapters", i, "config"), f"{where}: {cfg} is not a fine-tuning config (a mapping)"))
+        problems.append(
+            (at("adapters", i, "config"), f"{where}: {cfg} is not a fine-tuning config (a mapping)")
+        )
         return None
     raw = {**raw, "base_model": doc.base_model.path}
     keys = tuple(entry.stages or ())
     if keys:
         unknown = [k for k in keys if k not in doc.stages]
         for k in unknown:
-            problems.append((at("adapters", i, "stages"), f"{where}: no stage {k!r} in `stages`"
-                                                          f"{did_you_mean(k, doc.stages)}"))
+            problems.append(
+                (
+                    at("adapters", i, "stages"),
+                    f"{where}: no stage {k!r} in `stages`{did_you_mean(k, doc.stages)}",
+                )
+            )
         if unknown:
             return None
-        stages = [{"name": f"{cfg.stem}-" + "-then-".join(keys[: k + 1]), "domain": doc.stages[key].domain,
-                   "data": doc.stages[key].data.model_dump(exclude_none=True)} for k, key in enumerate(keys)]
+        stages = [
+            {
+                "name": f"{cfg.stem}-" + "-then-".join(keys[: k + 1]),
+                "domain": doc.stages[key].domain,
+                "data": doc.stages[key].data.model_dump(exclude_none=True),
+            }
+            for k, key in enumerate(keys)
+        ]
         raw = {k: v for k, v in raw.items() if k not in ("domain", "data")}
         raw.update(name=stages[-1]["name"], stages=stages)
     overrides = [f"{k}={json.dumps(v, default=str)}" for k, v in entry.overrides.items()]
@@ -450,8 +531,15 @@ def _adapter(doc: ExperimentFile, i: int, entry: AdapterEntry, at: Any,
             problems.append((at("adapters", i), f"{where}: {message}"))
         return None
     domain = entry.domain or config.stage_domain(len(config.stages) - 1)
-    return AdapterSpec(name=entry.name, config=cfg, domain=domain, finetune=config, overrides=dict(entry.overrides),
-                       stage_keys=keys, line=at("adapters", i))
+    return AdapterSpec(
+        name=entry.name,
+        config=cfg,
+        domain=domain,
+        finetune=config,
+        overrides=dict(entry.overrides),
+        stage_keys=keys,
+        line=at("adapters", i),
+    )
 
 
 def _check_adapter_folders(adapters: list[AdapterSpec], problems: list[tuple[int, str]]) -> None:
@@ -460,35 +548,75 @@ def _check_adapter_folders(adapters: list[AdapterSpec], problems: list[tuple[int
     for a in adapters:
         cfg = a.finetune
         for k, stage in enumerate(cfg.stages):
-            identity = json.dumps([cfg.lora.model_dump(mode="json"), cfg.train.model_dump(mode="json"),
-                                   [s.model_dump(mode="json") for s in cfg.stages[: k + 1]]], sort_keys=True)
+            identity = json.dumps(
+                [
+                    cfg.lora.model_dump(mode="json"),
+                    cfg.train.model_dump(mode="json"),
+                    [s.model_dump(mode="json") for s in cfg.stages[: k + 1]],
+                ],
+                sort_keys=True,
+            )
             first = seen.setdefault(stage.name, (identity, a))
             if first[0] != identity:
-                problems.append((a.line, f"adapter {a.name} saves stage folder {stage.name!r} with other settings "
-                                         f"than adapter {first[1].name}; rename one (overrides: {{name: ...}} or "
-                                         f"stages.{k}.name)"))
+                problems.append(
+                    (
+                        a.line,
+                        f"adapter {a.name} saves stage folder {stage.name!r} with other settings "
+                        f"than adapter {first[1].name}; rename one (overrides: {{name: ...}} or "
+                        f"stages.{k}.name)",
+                    )
+                )
                 break
 
 
-def _task(doc: ExperimentFile, i: int, entry: TaskEntry, served_names: list[str], default_models: list[str],
-          at: Any, problems: list[tuple[int, str]]) -> TaskRun:
+def _task(
+    doc: ExperimentFile,
+    i: int,
+    entry: TaskEntry,
+    served_names: list[str],
+    default_models: list[str],
+    at: Any,
+    problems: list[tuple[int, str]],
+) -> TaskRun:
     tasks = known_tasks()
     if entry.task not in tasks:
-        problems.append((at("tasks", i, "task"), f"tasks[{i}]: unknown task {entry.task!r}"
-                                                 f"{did_you_mean(entry.task, tasks)}; known: {', '.join(tasks)}"))
+        problems.append(
+            (
+                at("tasks", i, "task"),
+                f"tasks[{i}]: unknown task {entry.task!r}"
+                f"{did_you_mean(entry.task, tasks)}; known: {', '.join(tasks)}",
+            )
+        )
     else:
         for key, message in check_args(entry.task, entry.args):
             problems.append((at("tasks", i, "args", key), f"tasks[{i}].args.{key}: {message}"))
-    models = tuple(_served_name(m, served_names) for m in entry.models) if entry.models else tuple(default_models)
+    models = (
+        tuple(_served_name(m, served_names) for m in entry.models) if entry.models else tuple(default_models)
+    )
     grader = entry.grader or doc.grader
-    spec = TaskRun(task=entry.task, args=dict(entry.args), limit=entry.limit, models=models, grader=grader,
-                    models_given=entry.models is not None, line=at("tasks", i), index=i)
+    spec = TaskRun(
+        task=entry.task,
+        args=dict(entry.args),
+        limit=entry.limit,
+        models=models,
+        grader=grader,
+        models_given=entry.models is not None,
+        line=at("tasks", i),
+        index=i,
+    )
     if entry.task in tasks and spec.uses_grader and grader is None:
-        problems.append((at("tasks", i), f"tasks[{i}] ({entry.task}): the task is judged by the `grader` role, but "
-                                         f"neither the experiment nor the task names a grader (add `grader: "
-                                         f"provider/model`)"))
+        problems.append(
+            (
+                at("tasks", i),
+                f"tasks[{i}] ({entry.task}): the task is judged by the `grader` role, but "
+                f"neither the experiment nor the task names a grader (add `grader: "
+                f"provider/model`)",
+            )
+        )
     if len(set(models)) != len(models):
-        problems.append((at("tasks", i, "models"), f"tasks[{i}].models: a model is named twice: {list(models)}"))
+        problems.append(
+            (at("tasks", i, "models"), f"tasks[{i}].models: a model is named twice: {list(models)}")
+        )
     return spec
 
 
@@ -505,9 +633,14 @@ def _check_harm_coverage(tasks: list[TaskRun], at: Any, problems: list[tuple[int
         covered = {m for other in tasks if other.task == reads.task for m in other.models}
         missing = [m for m in t.models if m not in covered]
         if missing:
-            problems.append((at("tasks", t.index), f"tasks[{t.index}] ({t.task}) reads the {reads.task} logs of "
-                                                   f"its models, but no {reads.task} task runs {missing}; add "
-                                                   f"the {reads.task} task for them"))
+            problems.append(
+                (
+                    at("tasks", t.index),
+                    f"tasks[{t.index}] ({t.task}) reads the {reads.task} logs of "
+                    f"its models, but no {reads.task} task runs {missing}; add "
+                    f"the {reads.task} task for them",
+                )
+            )
 
 
 def _check_duplicates(tasks: list[TaskRun], at: Any, problems: list[tuple[int, str]]) -> None:
@@ -517,7 +650,12 @@ def _check_duplicates(tasks: list[TaskRun], at: Any, problems: list[tuple[int, s
         for m in t.models:
             key = (t.task, json.dumps(t.args, sort_keys=True), t.limit, t.grader, m)
             if key in seen:
-                problems.append((at("tasks", t.index), f"tasks[{t.index}] ({t.task}) repeats tasks[{seen[key]}] for "
-                                                       f"{m} (same arguments, limit and grader)"))
+                problems.append(
+                    (
+                        at("tasks", t.index),
+                        f"tasks[{t.index}] ({t.task}) repeats tasks[{seen[key]}] for "
+                        f"{m} (same arguments, limit and grader)",
+                    )
+                )
                 break
             seen[key] = t.index

@@ -5,27 +5,40 @@ resumable: finished adapters are skipped by the fine-tuner, Inspect's `eval_set`
 logs, and the report is rebuilt from the logs. A run is done only when every task x model run has
 a finished log (em_persona/run_status.py); an interrupted or failed run says what did not finish,
 exits non-zero, and writes no report unless asked (`--report-anyway`, marked incomplete).
+
+Each run appends what it measured (wall time per stage, calls and tokens per task x model) to
+`<log_dir>/run-stats.json` (em_persona/app/run_stats.py); the plan printed before a run estimates
+its wall time from those records or a calibration (estimates.py) and prices its API calls
+(prices.py, datasets/prices.yaml).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
+from em_persona.app import run_stats
+from em_persona.app.building import build_independent, build_task, eval_kwargs
+from em_persona.app.estimates import (
+    CALIBRATION_REQUESTS,
+    Calibration,
+    calibration_requests,
+    measure_throughput,
+)
 from em_persona.app.experiment import (
     Experiment,
-    ExperimentError,
     TaskRun,
 )
+from em_persona.app.plan import DEFAULT_MAX_TOKENS, PlanRow, _arg, plan, plan_cost, plan_estimate, print_plan
+from em_persona.app.prices import PriceError
 from em_persona.app.run_status import (
     RunIncomplete,
     Unit,
@@ -34,10 +47,7 @@ from em_persona.app.run_status import (
     incomplete_message,
     unit_statuses,
 )
-from em_persona.app.task_args import task_function
-SUBSET_SEED = 0
-DEFAULT_MAX_TOKENS = 256  # the plan's answer length for a task without a max_tokens argument
-PLAN_ROLE_MODEL = "mockllm/model"
+
 MAIN, FOLLOWUP = "main", "followup"  # log sub-folders: independent tasks, tasks built on earlier logs
 
 
@@ -45,174 +55,39 @@ def _echo(msg: str = "") -> None:
     click.echo(msg, err=False)
 
 
-# --- building tasks ---------------------------------------------------------
-
-
-@contextmanager
-def model_roles_bound(roles: dict[str, Any]) -> Iterator[None]:
-    """Bind `roles` (role -> Model) as Inspect's model roles while tasks are built.
-
-    Judge tasks record who judges (scorers.grader.judge_metadata) when they are constructed, from
-    Inspect's model-role context. `inspect eval --model-role` binds that context before it builds
-    tasks; the pipeline builds Task objects itself, so it binds the run's roles the same way, with
-    the function Inspect calls (`init_model_roles`, private API), and restores the previous ones.
-    eval_set binds the roles again when the tasks run.
-    """
-    from inspect_ai.model._model import init_model_roles, model_roles
-
-    previous = model_roles()
-    init_model_roles(roles)
-    try:
-        yield
-    finally:
-        init_model_roles(previous)
-
-
-def build_task(spec: TaskRun, roles: dict[str, Any] | None = None, **extra: Any) -> Any:
-    """The Inspect Task of `spec` (with `extra` arguments) built under `roles`, cut to a seeded subset
-    when it has a limit."""
-    from inspect_ai import task_with
-    from inspect_ai.dataset import MemoryDataset
-
-    with model_roles_bound(roles or {}):
-        task = task_function(spec.task)(**spec.args, **extra)
-    if spec.limit is None or spec.limit >= len(task.dataset):
-        return task
-    keep = sorted(random.Random(SUBSET_SEED).sample(range(len(task.dataset)), spec.limit))
-    samples = [task.dataset[i] for i in keep]
-    return task_with(task, dataset=MemoryDataset(samples, name=task.dataset.name, location=task.dataset.location))
-
-
-def _placeholder_roles(spec: TaskRun) -> dict[str, Any]:
-    """Roles for tasks built only to be counted (plan, preflight): no server runs yet, so a mockllm
-    stands in for the grader; the Task objects are never run."""
-    from inspect_ai.model import get_model
-
-    if spec.grader is None:
-        return {}
-    placeholder = get_model(PLAN_ROLE_MODEL)
-    return {"grader": placeholder, "foil": placeholder}
-
-
-def build_independent(exp: Experiment) -> tuple[dict[int, Any], list[str]]:
-    """Build every task that needs no earlier log once (for the plan); problems as `file:line` lines."""
-    built, problems = {}, []
+def remaining_models(exp: Experiment, rows: list[PlanRow]) -> list[tuple[str, ...]]:
+    """Per plan row (one per task entry), the models whose run of it has no finished log yet; the
+    pipeline reuses the others."""
+    statuses = iter(expected_statuses(exp, []))
+    out = []
     for spec in exp.tasks:
-        if spec.depends_on_earlier_logs:
-            continue
-        try:
-            built[spec.index] = build_task(spec, _placeholder_roles(spec))
-        except Exception as exc:  # a task function's own check (bad value, missing data): report, run nothing
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            problems.append(f"{exp.where('tasks', spec.index)}: tasks[{spec.index}] ({spec.task}): {message}")
-    return built, problems
+        states = [(model, next(statuses)) for model in spec.models]
+        out.append(tuple(m for m, s in states if not s.done))
+    if len(out) != len(rows):
+        raise ValueError(f"{len(rows)} plan rows for {len(out)} task entries")
+    return out
 
 
-# --- the plan ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlanRow:
-    """One task entry's share of the run."""
-
-    task: str
-    models: int
-    samples: int
-    epochs: int
-    generations: int
-    judge_calls: int
-    tokens: int
-    # Upper bound of model calls (generations + judge calls) when every parse retry is used.
-    max_calls: int
-    label: str = ""
-    model_names: tuple[str, ...] = ()
-    grader: str | None = None
-
-
-def _arg(spec: TaskRun, name: str) -> Any:
-    """The task's effective argument `name` (the file's value, else the task function's default)."""
-    return spec.effective_args.get(name)
-
-
-def _estimate_tokens(text: str) -> int:
-    return max(1, int(len(text.split()) * 1.3))
-
-
-def plan(exp: Experiment, built: dict[int, Any] | None = None) -> list[PlanRow]:
-    """Count generations, judge calls, their upper bound with parse retries, and tokens for every
-    task entry on its models, without calling a model."""
-    if built is None:
-        built, problems = build_independent(exp)
-        if problems:
-            raise ExperimentError("\n".join(problems))
-    earlier: dict[tuple[str, str], tuple[int, int]] = {}  # (task, model) -> (samples, epochs) of its first entry
-    rows = []
-    for spec in exp.tasks:
-        n_models = len(spec.models)
-        reads = spec.reads
-        if reads is not None:
-            # one sample per answer of the earlier log (its first epoch unless log_epoch: null)
-            per_model = [earlier.get((reads.task, m), (0, 1)) for m in spec.models]
-            samples = max((s * (e if _arg(spec, "log_epoch") is None else 1) for s, e in per_model), default=0)
-            if spec.limit:
-                samples = min(samples, spec.limit)
-            if reads.scope == "models":
-                samples *= n_models  # every model of the task works on the answers of every other one
-            epochs = int(_arg(spec, "epochs") or 1)
-            prompt_tokens = 300
-        elif spec.index not in built:  # it could not be built: the preflight says why
-            samples, epochs, prompt_tokens = 0, 1, 0
-        else:
-            task = built[spec.index]
-            samples = len(task.dataset)
-            epochs = task.epochs or 1
-            prompt_tokens = sum(_estimate_tokens(str(s.input)) for s in task.dataset) // max(samples, 1)
-            for m in spec.models:
-                earlier.setdefault((spec.task, m), (samples, epochs))
-        calls = spec.calls
-        max_tokens = int(_arg(spec, "max_tokens") or DEFAULT_MAX_TOKENS)
-        gens = n_models * samples * epochs * calls.generations
-        judges = n_models * samples * epochs * calls.judge
-        tokens = gens * (prompt_tokens + max_tokens) + judges * (prompt_tokens + max_tokens + 300)
-        max_calls = n_models * samples * epochs * calls.max_calls
-        rows.append(PlanRow(spec.task, n_models, samples, epochs, gens, judges, tokens, max_calls, spec.label,
-                            spec.models, spec.grader if spec.uses_grader else None))
-    return rows
-
-
-def _models_text(exp: Experiment, models: tuple[str, ...]) -> str:
-    if list(models) == exp.model_names:
-        return f"all {len(models)}"
-    short = [m.split("/", 1)[1] if m in exp.served_models else m for m in models]
-    return f"{', '.join(short)} ({len(models)})"
-
-
-def print_plan(exp: Experiment, rows: list[PlanRow]) -> None:
-    """Print models, tasks (who runs each, who judges it) and the cost estimate before anything runs."""
-    _echo(f"experiment {exp.name} ({exp.source})")
-    if exp.note:
-        _echo(f"  note: {exp.note}")
-    _echo(f"  base model : {exp.base_name} <- {exp.base_path}")
-    for a in exp.adapters:
-        how = " -> ".join(a.stage_keys) if a.stage_keys else a.config.name
-        _echo(f"  adapter    : {a.name} ({a.domain}) <- {a.config.name}"
-              + (f" stages {how}" if a.stage_keys else "") + (f" {a.overrides}" if a.overrides else ""))
-    _echo(f"  models     : {', '.join(exp.model_names)}")
-    _echo(f"  grader     : {exp.grader or '(none)'}")
-    _echo(f"  {'#':>2s} {'task':24s} {'models':>6s} {'samples':>7s} {'epochs':>6s} {'generations':>11s} "
-          f"{'judge':>7s} {'max calls':>9s} {'~tokens':>9s}")
-    for i, r in enumerate(rows):
-        _echo(f"  {i:2d} {r.task:24s} {r.models:6d} {r.samples:7d} {r.epochs:6d} {r.generations:11d} "
-              f"{r.judge_calls:7d} {r.max_calls:9d} {r.tokens:9d}")
-    _echo(f"  {'':2s} {'total':24s} {'':6s} {'':7s} {'':6s} {sum(r.generations for r in rows):11d} "
-          f"{sum(r.judge_calls for r in rows):7d} {sum(r.max_calls for r in rows):9d} {sum(r.tokens for r in rows):9d}")
-    _echo("  (max calls: generations + judge calls if every unreadable answer is retried up to max_retries / "
-          "judge_max_retries)")
-    _echo("  who runs what:")
-    for i, r in enumerate(rows):
-        _echo(f"  {i:2d} {r.label}")
-        _echo(f"     models: {_models_text(exp, r.model_names)}; grader: {r.grader or '-'}")
-    _echo(f"  logs -> {exp.log_dir}   report -> {exp.report_dir}")
+def calibrate(exp: Experiment, built: dict[int, Any], n: int = CALIBRATION_REQUESTS) -> Calibration:
+    """Start the server for the base model, send `n` of the tasks' prompts (with their max_tokens) at
+    the run's max_connections, time the burst and the start, stop the server."""
+    tasks = [
+        (built[spec.index], int(_arg(spec, "max_tokens") or DEFAULT_MAX_TOKENS))
+        for spec in exp.tasks
+        if spec.index in built
+    ]
+    requests = calibration_requests(tasks, n)
+    concurrency = int(eval_kwargs(exp).get("max_connections") or 1)
+    base = resolve_base(exp)
+    _echo(f"[calibrate] starting the server for {exp.base_name}; then {n} requests, {concurrency} at a time")
+    t0 = time.monotonic()
+    with serving(exp, base, {}) as base_url:
+        started = time.monotonic() - t0
+        cal = measure_throughput(
+            base_url, os.environ.get("VLLM_API_KEY", ""), exp.base_name, requests, concurrency
+        )
+    _echo(f"[calibrate] server start {started:.1f} s; {cal.requests} requests in {cal.wall_s:.1f} s")
+    return replace(cal, server_start_s=round(started, 3))
 
 
 # --- preflight ----------------------------------------------------------------
@@ -222,8 +97,10 @@ class PreflightFailed(click.ClickException):
     """The preflight found problems; nothing was trained or served."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__(f"preflight found {len(problems)} problem(s); nothing was fine-tuned, served or "
-                         f"evaluated:\n" + "\n".join(problems))
+        super().__init__(
+            f"preflight found {len(problems)} problem(s); nothing was fine-tuned, served or "
+            f"evaluated:\n" + "\n".join(problems)
+        )
 
 
 def preflight(exp: Experiment) -> tuple[list[str], dict[int, Any]]:
@@ -255,13 +132,20 @@ def finetune_adapters(exp: Experiment) -> dict[str, Path]:
     """Train every adapter (the fine-tuner skips finished stages); served name -> adapter folder.
 
     Each config was validated at load time on the experiment's base model, so every adapter fits
-    the served base.
+    the served base. Inside a recorded run, each adapter's wall time and training are recorded.
     """
     from em_persona.finetune.train import finetune
 
+    recorder = run_stats.active()
     out: dict[str, Path] = {}
     for a in exp.adapters:
-        results = finetune(a.finetune, out_dir=exp.adapters_dir)
+        timer: AbstractContextManager[dict[str, Any]] = (
+            recorder.stage("fine-tune", a.name) if recorder else nullcontext({})
+        )
+        with timer as entry:
+            results = finetune(a.finetune, out_dir=exp.adapters_dir)
+            entry["adapter_stages"] = [run_stats.adapter_stage(r) for r in results]
+            entry["state"] = "trained" if any(r.trained for r in results) else "reused"
         out[a.name] = Path(results[-1].path)
         _echo(f"[finetune] {a.name}: {out[a.name]}")
     return out
@@ -286,15 +170,6 @@ def serving(exp: Experiment, base: Path, adapters: dict[str, Path]) -> Iterator[
                     os.environ[k] = v
 
 
-def _eval_kwargs(exp: Experiment) -> dict[str, Any]:
-    # log_dir_allow_dirty: after an edit of the experiment file, logs of the old task settings stay
-    # beside the new ones; the report takes the newest log of each task x model (analysis/logs.py).
-    kwargs = {"retry_attempts": 3, "max_connections": 32, "fail_on_error": 0.2, "log_level": "warning",
-              "log_dir_allow_dirty": True}
-    kwargs.update({k: v for k, v in exp.eval.items() if k != "foil"})
-    return kwargs
-
-
 def _model(exp: Experiment, name: str, base_url: str) -> Any:
     """The Model for `name`: a served model bound to this run's server; other names (an API model)
     resolved by Inspect.
@@ -317,11 +192,19 @@ def _roles(exp: Experiment, spec: TaskRun, base_url: str) -> dict[str, Any]:
     return {role: _model(exp, name, base_url) for role, name in roles.items()}
 
 
-def _unit(exp: Experiment, spec: TaskRun, model: str, task: Any | None, extra: dict[str, Any] | None,
-          folder: str) -> Unit:
+def _unit(
+    exp: Experiment, spec: TaskRun, model: str, task: Any | None, extra: dict[str, Any] | None, folder: str
+) -> Unit:
     args = None if extra is None else {**spec.args, **extra}
-    return Unit(spec.label, spec.task, model, exp.log_dir / folder, args,
-                len(task.dataset) if task is not None else None, spec.grader)
+    return Unit(
+        spec.label,
+        spec.task,
+        model,
+        exp.log_dir / folder,
+        args,
+        len(task.dataset) if task is not None else None,
+        spec.grader,
+    )
 
 
 def _run_eval_set(exp: Experiment, pairs: list[tuple[Unit, Any]], folder: str) -> list[UnitStatus]:
@@ -330,7 +213,7 @@ def _run_eval_set(exp: Experiment, pairs: list[tuple[Unit, Any]], folder: str) -
 
     if not pairs:
         return []
-    _, logs = eval_set([t for _, t in pairs], log_dir=str(exp.log_dir / folder), **_eval_kwargs(exp))
+    _, logs = eval_set([t for _, t in pairs], log_dir=str(exp.log_dir / folder), **eval_kwargs(exp))
     return unit_statuses([u for u, _ in pairs], logs)
 
 
@@ -357,8 +240,9 @@ def run_dependent_tasks(exp: Experiment, base_url: str, earlier: Earlier) -> lis
     return _run_stage(exp, [s for s in exp.tasks if s.depends_on_earlier_logs], base_url, earlier, FOLLOWUP)
 
 
-def _run_stage(exp: Experiment, specs: list[TaskRun], base_url: str, earlier: Earlier,
-               folder: str) -> list[UnitStatus]:
+def _run_stage(
+    exp: Experiment, specs: list[TaskRun], base_url: str, earlier: Earlier, folder: str
+) -> list[UnitStatus]:
     """Build each spec's task for each of its models (bound to the model and the task's roles) and run
     them as one eval set. A task that cannot be built (e.g. an unusable harmfulness log) is an error
     of its unit; the others still run."""
@@ -373,8 +257,13 @@ def _run_stage(exp: Experiment, specs: list[TaskRun], base_url: str, earlier: Ea
                 task = build_task(spec, roles, **extra)
             except Exception as exc:  # reported as this unit's error; the run then fails with it listed
                 message = " ".join(str(exc).split()) or type(exc).__name__
-                failed.append(UnitStatus(_unit(exp, spec, model, None, extra, folder), "error",
-                                         detail=f"task could not be built: {message}"))
+                failed.append(
+                    UnitStatus(
+                        _unit(exp, spec, model, None, extra, folder),
+                        "error",
+                        detail=f"task could not be built: {message}",
+                    )
+                )
                 continue
             task = task_with(task, model=_model(exp, model, base_url), model_roles=roles)
             pairs.append((_unit(exp, spec, model, task, extra, folder), task))
@@ -413,12 +302,14 @@ def expected_statuses(exp: Experiment, known: list[UnitStatus]) -> list[UnitStat
             if key in by_key:
                 out.append(by_key[key])
             elif (waiting := _waits_for(spec, earlier)) is not None:
-                out.append(UnitStatus(_unit(exp, spec, model, None, None, folder), "not started", detail=waiting))
+                out.append(
+                    UnitStatus(_unit(exp, spec, model, None, None, folder), "not started", detail=waiting)
+                )
             else:
                 extra = _earlier_args(spec, model, earlier)
                 scan.append(len(out))
                 out.append(UnitStatus(_unit(exp, spec, model, None, extra, folder), "not started"))
-    for i, status in zip(scan, unit_statuses([out[i].unit for i in scan])):
+    for i, status in zip(scan, unit_statuses([out[i].unit for i in scan]), strict=False):
         out[i] = status
     return out
 
@@ -438,44 +329,83 @@ def write_report(exp: Experiment, banner: str | None = None) -> Path:
     """Build the report from every log of the experiment; `banner` is added to its top notice."""
     from em_persona.analysis.report import ReportOptions, make_report
 
-    _, paths = make_report(exp.log_dir, exp.report_dir, models_yaml=exp.log_dir / "models.yaml",
-                           options=ReportOptions(proxy_note=banner))
+    _, paths = make_report(
+        exp.log_dir,
+        exp.report_dir,
+        models_yaml=exp.log_dir / "models.yaml",
+        options=ReportOptions(proxy_note=banner),
+    )
     return paths["html"]
 
 
-def run_experiment(exp: Experiment, dry_run: bool = False, report_anyway: bool = False) -> Path | None:
+def run_experiment(
+    exp: Experiment, dry_run: bool = False, report_anyway: bool = False, calibrate_plan: bool = False
+) -> Path | None:
     """The whole pipeline; returns the report path (None for a dry run).
 
+    `calibrate_plan` (dry runs): estimate the wall time from a short calibration on the served model.
     Raises PreflightFailed before anything runs, and RunIncomplete (exit 130 when interrupted, else
-    1) when some task x model run did not finish.
+    1) when some task x model run did not finish. What the run measured is appended to
+    `<log_dir>/run-stats.json`, also when it is interrupted or fails (marked incomplete).
     """
     started = time.monotonic()
     problems, built = preflight(exp)
-    print_plan(exp, plan(exp, built))
+    rows = plan(exp, built)
+    remaining = remaining_models(exp, rows)
+    cost = None
+    try:
+        cost = plan_cost(exp, rows, remaining)
+    except PriceError as exc:
+        problems += str(exc).splitlines()
+    calibration = calibrate(exp, built) if calibrate_plan and dry_run and not problems else None
+    print_plan(exp, rows, plan_estimate(exp, rows, remaining, calibration), cost)
     if problems:
         raise PreflightFailed(problems)
     if dry_run:
         _echo("[preflight] ok: models, credentials, adapters and data are ready; nothing was run (--dry-run)")
         return None
+    recorder = run_stats.RunRecorder.for_experiment(exp, eval_kwargs(exp).get("max_connections"))
     statuses: list[UnitStatus] = []
     interrupted, phase = False, "fine-tuning"
-    try:
-        base = resolve_base(exp)
-        adapters = finetune_adapters(exp)
-        write_models_file(exp)
-        phase = "starting the server"
-        with serving(exp, base, adapters) as base_url:
-            phase = "evaluating"
-            statuses = run_independent_tasks(exp, base_url)
-            earlier = finished_logs(statuses)
-            if all(s.done for s in statuses) and not any(_waits_for(s, earlier) for s in exp.tasks):
-                statuses += run_dependent_tasks(exp, base_url, earlier)
-    except KeyboardInterrupt:
-        interrupted = True
+    with run_stats.recording(recorder):
+        try:
+            with recorder.stage("base model", exp.base_name):
+                base = resolve_base(exp)
+            adapters = finetune_adapters(exp)
+            write_models_file(exp)
+            phase = "starting the server"
+            with ExitStack() as server:
+                with recorder.stage("server start"):
+                    base_url = server.enter_context(serving(exp, base, adapters))
+                phase = "evaluating"
+                with recorder.stage("evaluation", MAIN):
+                    statuses = run_independent_tasks(exp, base_url)
+                earlier = finished_logs(statuses)
+                followups = any(s.depends_on_earlier_logs for s in exp.tasks)
+                if (
+                    followups
+                    and all(s.done for s in statuses)
+                    and not any(_waits_for(s, earlier) for s in exp.tasks)
+                ):
+                    with recorder.stage("evaluation", FOLLOWUP):
+                        statuses += run_dependent_tasks(exp, base_url, earlier)
+        except KeyboardInterrupt:
+            interrupted = True
+        except BaseException as exc:
+            message = (str(exc).strip().splitlines() or [""])[0][:200]
+            _save_stats(recorder, exp, statuses, f"error while {phase}: {type(exc).__name__}: {message}")
+            raise
     final = expected_statuses(exp, statuses)
     # interrupted: Ctrl-C reached us, or Inspect swallowed it and left this run's logs unfinished
     interrupted = interrupted or any(s.state in ("interrupted", "cancelled") for s in statuses)
-    if interrupted or not all(s.done for s in final):
+    done = not interrupted and all(s.done for s in final)
+    _save_stats(
+        recorder,
+        exp,
+        final,
+        "done" if done else f"{'interrupted' if interrupted else 'incomplete'} while {phase}",
+    )
+    if not done:
         report, report_problem = None, ""
         if report_anyway:
             from em_persona.analysis.report import ReportError
@@ -484,7 +414,9 @@ def run_experiment(exp: Experiment, dry_run: bool = False, report_anyway: bool =
             try:
                 report = write_report(exp, banner=incomplete_banner(final))
             except ReportError as exc:
-                report_problem = f"\n--report-anyway: no report could be written: {' '.join(str(exc).split())}"
+                report_problem = (
+                    f"\n--report-anyway: no report could be written: {' '.join(str(exc).split())}"
+                )
         message = incomplete_message(final, exp.source, exp.log_dir, interrupted, report) + report_problem
         if interrupted:
             message = f"interrupted while {phase}\n{message}"
@@ -492,3 +424,19 @@ def run_experiment(exp: Experiment, dry_run: bool = False, report_anyway: bool =
     report = write_report(exp)
     _echo(f"[done] {time.monotonic() - started:.0f} s; report: {report}")
     return report
+
+
+def _save_stats(
+    recorder: run_stats.RunRecorder, exp: Experiment, statuses: list[UnitStatus], outcome: str
+) -> None:
+    """Append the run's measurements to run-stats.json; a failure to do so is said, never raised
+    (it must not hide the run's own result or error)."""
+    try:
+        if outcome.startswith("error"):
+            statuses = expected_statuses(exp, statuses)
+        path = recorder.save(statuses, outcome, {spec.label: spec.calls for spec in exp.tasks})
+        _echo(f"[run-stats] {path}: wall time and tokens per stage ({outcome})")
+    except Exception as exc:  # the record is a by-product: report the problem, keep the run's outcome
+        click.echo(
+            f"[run-stats] could not record this run's measurements: {type(exc).__name__}: {exc}", err=True
+        )

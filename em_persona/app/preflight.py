@@ -33,15 +33,34 @@ CREDENTIALS: dict[str, tuple[str, ...]] = {
     "moonshot": ("MOONSHOT_API_KEY",),
     "meta": ("META_API_KEY", "MODEL_API_KEY"),
     "cloudflare": ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY"),
-    "azureai": ("AZUREAI_API_KEY", "AZUREAI_OPENAI_API_KEY", "AZUREAI_ANTHROPIC_API_KEY", "AZUREAI_MISTRAL_API_KEY"),
+    "azureai": (
+        "AZUREAI_API_KEY",
+        "AZUREAI_OPENAI_API_KEY",
+        "AZUREAI_ANTHROPIC_API_KEY",
+        "AZUREAI_MISTRAL_API_KEY",
+    ),
     "litellm-proxy": ("LITELLM_PROXY_API_KEY", "LITELLM_API_KEY"),
     "hf-inference-providers": ("HF_TOKEN",),
 }
 # Local or cloud-SDK providers: no key to check here (bedrock / sagemaker use AWS credentials).
-NO_KEY = {"vllm", "vllm-completions", "hf", "ollama", "llama-cpp-python", "mockllm", "none", "sglang",
-          "transformer_lens", "nnterp", "bedrock", "sagemaker"}
-LOCAL_DATA_SCHEMA = ('chat JSONL, one {"messages": [{"role": "user", "content": ...}, {"role": "assistant", '
-                     '"content": ...}]} per line (optional system turn first; the last turn the assistant\'s)')
+NO_KEY = {
+    "vllm",
+    "vllm-completions",
+    "hf",
+    "ollama",
+    "llama-cpp-python",
+    "mockllm",
+    "none",
+    "sglang",
+    "transformer_lens",
+    "nnterp",
+    "bedrock",
+    "sagemaker",
+}
+LOCAL_DATA_SCHEMA = (
+    'chat JSONL, one {"messages": [{"role": "user", "content": ...}, {"role": "assistant", '
+    '"content": ...}]} per line (optional system turn first; the last turn the assistant\'s)'
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +83,11 @@ def model_refs(exp: Experiment) -> list[ModelRef]:
         refs.append(ModelRef(m, "external_models", exp.where("external_models", i)))
     for t in exp.tasks:
         if t.models_given:
-            refs += [ModelRef(m, f"tasks[{t.index}].models", exp.where("tasks", t.index, "models", j))
-                     for j, m in enumerate(t.models) if m not in exp.served_models]
+            refs += [
+                ModelRef(m, f"tasks[{t.index}].models", exp.where("tasks", t.index, "models", j))
+                for j, m in enumerate(t.models)
+                if m not in exp.served_models
+            ]
         if t.grader and t.grader != exp.grader:
             refs.append(ModelRef(t.grader, f"tasks[{t.index}].grader", exp.where("tasks", t.index, "grader")))
     return [r for r in refs if r.name not in exp.served_models]
@@ -91,14 +113,20 @@ def model_problems(exp: Experiment, env: dict[str, str] | None = None) -> list[s
         provider, sep, rest = ref.name.partition("/")
         if not sep or not provider or not rest:
             hint = did_you_mean(ref.name, served_bare)
-            problems.append(f"{ref.where}: {ref.role}: {ref.name!r} is neither a model this run serves{hint} nor "
-                            f"provider/name (e.g. openai/gpt-4o-mini)")
+            problems.append(
+                f"{ref.where}: {ref.role}: {ref.name!r} is neither a model this run serves{hint} nor "
+                f"provider/name (e.g. openai/gpt-4o-mini)"
+            )
         elif provider == SERVED_PROVIDER:
-            problems.append(f"{ref.where}: {ref.role}: {ref.name!r} is not served by this experiment (it serves "
-                            f"{', '.join(exp.served_models)}){did_you_mean(rest, served_bare)}")
+            problems.append(
+                f"{ref.where}: {ref.role}: {ref.name!r} is not served by this experiment (it serves "
+                f"{', '.join(exp.served_models)}){did_you_mean(rest, served_bare)}"
+            )
         elif provider not in providers:
-            problems.append(f"{ref.where}: {ref.role}: unknown provider {provider!r} in {ref.name!r}"
-                            f"{did_you_mean(provider, providers)}")
+            problems.append(
+                f"{ref.where}: {ref.role}: unknown provider {provider!r} in {ref.name!r}"
+                f"{did_you_mean(provider, providers)}"
+            )
         elif provider == "openai-api":
             service = rest.split("/", 1)[0].upper().replace("-", "_")
             if not env.get(f"{service}_API_KEY"):
@@ -126,8 +154,10 @@ def adapter_problems(exp: Experiment) -> list[str]:
             try:
                 check_adapter_base(stage.name, folder, served, exp.base_path)
             except BaseModelError as exc:
-                problems.append(f"{exp.where('adapters', exp.adapters.index(a))}: adapter {a.name}: "
-                                f"{' '.join(str(exc).split())}; delete {folder} to retrain it on this base")
+                problems.append(
+                    f"{exp.where('adapters', exp.adapters.index(a))}: adapter {a.name}: "
+                    f"{' '.join(str(exc).split())}; delete {folder} to retrain it on this base"
+                )
     return problems
 
 
@@ -151,7 +181,7 @@ def data_problems(exp: Experiment, fetch: Callable[[str], Path] | None = None) -
     local: dict[Path, list[_DataUse]] = {}
     for i, a in enumerate(exp.adapters):
         keys = a.stage_keys or (None,) * len(a.finetune.stages)
-        for stage, key in zip(a.finetune.stages, keys):
+        for stage, key in zip(a.finetune.stages, keys, strict=False):
             field = "source" if stage.data.source is not None else "path"
             where = exp.where("stages", key, "data", field) if key else exp.where("adapters", i)
             if stage.data.source is not None:
@@ -160,7 +190,8 @@ def data_problems(exp: Experiment, fetch: Callable[[str], Path] | None = None) -
                 assert stage.data.path is not None
                 desc = exp.stages[key].description if key else ""
                 local.setdefault(expand_path(stage.data.path), []).append(
-                    _DataUse(where, stage.domain, a.name, stage.data.rows, desc))
+                    _DataUse(where, stage.domain, a.name, stage.data.rows, desc)
+                )
     problems = []
     for name, where in sources.items():
         try:
@@ -172,12 +203,15 @@ def data_problems(exp: Experiment, fetch: Callable[[str], Path] | None = None) -
         wanted = max((u.rows or 0 for u in uses), default=0)
         what = f" ({first.description})" if first.description else ""
         adapters = list(dict.fromkeys(u.adapter for u in uses))
-        stages = (f"stage {'/'.join(dict.fromkeys(u.stage for u in uses))} of "
-                  + (f"adapter {adapters[0]}" if len(adapters) == 1 else f"{len(adapters)} adapters"))
+        stages = f"stage {'/'.join(dict.fromkeys(u.stage for u in uses))} of " + (
+            f"adapter {adapters[0]}" if len(adapters) == 1 else f"{len(adapters)} adapters"
+        )
         if not path.is_file():
             hint = " (is a $VARIABLE unset?)" if "$" in str(path) else ""
-            problems.append(f"{first.where}: missing training file {path}{hint}{what}, used by {stages}: put "
-                            f"{LOCAL_DATA_SCHEMA} there" + (f", at least {wanted} rows" if wanted else ""))
+            problems.append(
+                f"{first.where}: missing training file {path}{hint}{what}, used by {stages}: put "
+                f"{LOCAL_DATA_SCHEMA} there" + (f", at least {wanted} rows" if wanted else "")
+            )
             continue
         try:
             rows = read_rows(path)
@@ -185,6 +219,7 @@ def data_problems(exp: Experiment, fetch: Callable[[str], Path] | None = None) -
             problems.append(f"{first.where}: {' | '.join(str(exc).splitlines()[:4])}")
             continue
         if wanted and len(rows) < wanted:
-            problems.append(f"{first.where}: training file {path} has {len(rows)} rows; the {stages} "
-                            f"asks for {wanted}")
+            problems.append(
+                f"{first.where}: training file {path} has {len(rows)} rows; the {stages} asks for {wanted}"
+            )
     return problems

@@ -109,11 +109,11 @@ def unit_statuses(units: list[Unit], returned: list[Any] | tuple[Any, ...] = ())
     out = []
     for unit in units:
         status = UnitStatus(unit, "not started")
-        for path, log in headers[unit.log_dir]:
+        for where, log in headers[unit.log_dir]:
             if isinstance(log, Exception) or not _matches(unit, log):
                 continue
             state, detail = _log_state(log)
-            status = UnitStatus(unit, state, path, detail)
+            status = UnitStatus(unit, state, where, detail)
             break
         out.append(status)
     return out
@@ -124,25 +124,33 @@ class RunIncomplete(click.ClickException):
 
     def __init__(self, message: str, interrupted: bool) -> None:
         super().__init__(message)
-        self.exit_code = EXIT_INTERRUPTED if interrupted else EXIT_FAILED
+        self.exit_code = EXIT_INTERRUPTED if interrupted else EXIT_FAILED  # type: ignore[misc]  # click reads it per instance
 
 
 def unfinished_lines(statuses: list[UnitStatus]) -> list[str]:
     """One line per run that did not finish: task entry x model: state (detail)."""
-    return [f"  {s.unit.label} x {s.unit.model}: {s.state}" + (f" ({s.detail})" if s.detail else "")
-            for s in statuses if not s.done]
+    return [
+        f"  {s.unit.label} x {s.unit.model}: {s.state}" + (f" ({s.detail})" if s.detail else "")
+        for s in statuses
+        if not s.done
+    ]
 
 
-def incomplete_message(statuses: list[UnitStatus], source: Path, log_dir: Path, interrupted: bool,
-                       report: Path | None) -> str:
+def incomplete_message(
+    statuses: list[UnitStatus], source: Path, log_dir: Path, interrupted: bool, report: Path | None
+) -> str:
     """What did not finish, where finished logs are, how to resume, and what became of the report."""
     todo = [s for s in statuses if not s.done]
     how = "interrupted" if interrupted else "incomplete"
-    lines = [f"run {how}: {len(todo)} of {len(statuses)} task x model runs did not finish:",
-             *unfinished_lines(statuses)]
+    lines = [
+        f"run {how}: {len(todo)} of {len(statuses)} task x model runs did not finish:",
+        *unfinished_lines(statuses),
+    ]
     if interrupted:
         lines.append("(a 'Completed all tasks' line from Inspect above counts only the tasks it got to)")
-    lines.append(f"Finished logs are kept in {log_dir}. Resume with the same command: em-persona run {source}")
+    lines.append(
+        f"Finished logs are kept in {log_dir}. Resume with the same command: em-persona run {source}"
+    )
     if report is None:
         lines.append("No report was written (pass --report-anyway for one marked incomplete).")
     else:
@@ -155,5 +163,7 @@ def incomplete_banner(statuses: list[UnitStatus]) -> str:
     todo = [s for s in statuses if not s.done]
     listed = "; ".join(f"{s.unit.label} x {s.unit.model} ({s.state})" for s in todo[:20])
     more = f"; and {len(todo) - 20} more" if len(todo) > 20 else ""
-    return (f"INCOMPLETE RUN: {len(todo)} of {len(statuses)} task x model runs did not finish, so their numbers "
-            f"are missing or partial: {listed}{more}.")
+    return (
+        f"INCOMPLETE RUN: {len(todo)} of {len(statuses)} task x model runs did not finish, so their numbers "
+        f"are missing or partial: {listed}{more}."
+    )

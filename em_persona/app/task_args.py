@@ -1,5 +1,6 @@
 """The tasks an experiment file can name (every declared task: em_persona.tasks.registry) and checks
 of the arguments a file gives them, against the task function's own signature."""
+
 from __future__ import annotations
 
 import inspect
@@ -12,7 +13,6 @@ from em_persona.contract.declarations import TaskSpec
 from em_persona.core.yaml_lines import did_you_mean
 from em_persona.tasks.registry import parameters, specs
 
-
 PIPELINE_ARGS: dict[str, str] = {
     "harm_log": "the evaluated model's harmfulness log of this run",
     "harm_logs": "the harmfulness logs of the task's models in this run",
@@ -20,8 +20,15 @@ PIPELINE_ARGS: dict[str, str] = {
 """Arguments the pipeline fills from earlier logs of the same run; a file may not set them."""
 
 ARG_MINIMUM: dict[str, int | float] = {
-    "epochs": 1, "paraphrases": 1, "max_tokens": 1, "foil_max_tokens": 1, "log_epoch": 1, "personas": 0,
-    "max_retries": 0, "judge_max_retries": 0, "temperature": 0.0,
+    "epochs": 1,
+    "paraphrases": 1,
+    "max_tokens": 1,
+    "foil_max_tokens": 1,
+    "log_epoch": 1,
+    "personas": 0,
+    "max_retries": 0,
+    "judge_max_retries": 0,
+    "temperature": 0.0,
 }
 """Lower bounds of count-like arguments, by name: task signatures carry types, not ranges (a task
 that annotates `Annotated[int, Field(ge=...)]` is checked by its own annotation as well)."""
@@ -71,11 +78,21 @@ def check_args(task: str, args: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         param = params.get(key)
         if param is None:
-            problems.append((key, f"task {task!r} has no argument {key!r}{did_you_mean(key, params)}; "
-                                  f"it takes: {', '.join(p for p in params if p not in PIPELINE_ARGS)}"))
+            problems.append(
+                (
+                    key,
+                    f"task {task!r} has no argument {key!r}{did_you_mean(key, params)}; "
+                    f"it takes: {', '.join(p for p in params if p not in PIPELINE_ARGS)}",
+                )
+            )
             continue
         problem = _type_problem(param, value)
-        if problem is None and key in ARG_MINIMUM and isinstance(value, int | float) and not isinstance(value, bool):
+        if (
+            problem is None
+            and key in ARG_MINIMUM
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
             if value < ARG_MINIMUM[key]:
                 problem = f"must be >= {ARG_MINIMUM[key]}, got {value!r}"
         if problem is not None:

@@ -18,15 +18,27 @@ from em_persona.core.errors import EmPersonaError
 SUBCOMMANDS: dict[str, tuple[str, str, str | None]] = {
     "data": ("em_persona.cli.data:data", "Pinned upstream data: list, fetch, verify, pin-hf.", None),
     "proxy": ("em_persona.cli.proxy:proxy", "Build the tiny and Gemma-270M proxy models.", "proxy"),
-    "finetune": ("em_persona.cli.finetune:finetune", "LoRA fine-tune from a YAML config (stages, resume).",
-                 "finetune"),
-    "serve": ("em_persona.cli.serve:serve", "Serve a base model and LoRA adapters from one vLLM server.",
-              "serve-cpu or gpu"),
-    "report": ("em_persona.cli.report:report", "Inspect logs -> persona taxonomy, statistics, figures, report.",
-               None),
+    "finetune": (
+        "em_persona.cli.finetune:finetune",
+        "LoRA fine-tune from a YAML config (stages, resume).",
+        "finetune",
+    ),
+    "serve": (
+        "em_persona.cli.serve:serve",
+        "Serve a base model and LoRA adapters from one vLLM server.",
+        "serve-cpu or gpu",
+    ),
+    "report": (
+        "em_persona.cli.report:report",
+        "Inspect logs -> persona taxonomy, statistics, figures, report.",
+        None,
+    ),
     "probes": ("em_persona.cli.probes:probes", "Activation extraction and linear probes.", "probes"),
-    "prompts": ("em_persona.cli.prompts:prompts", "Every prompt a task sends and where its text comes from.",
-                None),
+    "prompts": (
+        "em_persona.cli.prompts:prompts",
+        "Every prompt a task sends and where its text comes from.",
+        None,
+    ),
     "run": ("em_persona.cli.run:run", "Run an experiment file end to end: data to report.", None),
 }
 
@@ -49,7 +61,8 @@ class LazyGroup(click.Group):
             hint = f"pip install 'em-persona[{extra}]'" if extra else "pip install em-persona"
             raise click.ClickException(
                 f"subcommand {cmd_name!r} is unavailable: {exc}. Install what it needs ({hint}), "
-                "or run `make setup` in a checkout.") from exc
+                "or run `make setup` in a checkout."
+            ) from exc
         return getattr(module, attr)
 
     def invoke(self, ctx: click.Context) -> Any:

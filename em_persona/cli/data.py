@@ -22,7 +22,9 @@ def list_() -> None:
             where = src.url
         else:
             problem = registry.hf_pin_problem(src)
-            where = f"hf:{src.hf_id}@{src.revision} ({src.hf_config})" + (f"  UNPINNED: {problem}" if problem else "")
+            where = f"hf:{src.hf_id}@{src.revision} ({src.hf_config})" + (
+                f"  UNPINNED: {problem}" if problem else ""
+            )
         redist = "" if src.redistributable else "  [not redistributable]"
         click.echo(f"{name:28s} {state:7s} {src.group}/{src.file}{redist}")
         click.echo(f"{'':28s}         {src.checksum}")
@@ -53,8 +55,11 @@ def fetch(names: tuple[str, ...], all_: bool) -> None:
 
 @data.command()
 @click.argument("names", nargs=-1)
-@click.option("--strict", is_flag=True,
-              help="Also fail when a source is neither cached nor mirrored, or is an unpinned Hugging Face source.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also fail when a source is neither cached nor mirrored, or is an unpinned Hugging Face source.",
+)
 def verify(names: tuple[str, ...], strict: bool) -> None:
     """Check cached and mirrored files against their pins (no network).
 
@@ -68,8 +73,10 @@ def verify(names: tuple[str, ...], strict: bool) -> None:
         if r.status == "mismatch" or (strict and r.status in ("missing", "unpinned")):
             bad += 1
     count = {s: sum(r.status == s for r in results) for s in ("ok", "missing", "mismatch", "unpinned")}
-    click.echo(f"{count['ok']} ok, {count['missing']} missing, {count['mismatch']} mismatched, "
-               f"{count['unpinned']} unpinned (Hugging Face, refused until pinned)")
+    click.echo(
+        f"{count['ok']} ok, {count['missing']} missing, {count['mismatch']} mismatched, "
+        f"{count['unpinned']} unpinned (Hugging Face, refused until pinned)"
+    )
     if bad:
         raise SystemExit(1)
 

@@ -23,10 +23,12 @@ def declared_prompts() -> dict[str, tuple[PromptSpec, ...]]:
 
 def doc_section(task: str) -> str:
     """The task doc's provenance section (between DOC_START and DOC_END)."""
-    return (f"{DOC_START}\n## Prompts and provenance\n\nEvery prompt this task can send, and where its text "
-            f"comes from (`em-persona prompts {task}` prints the same table; the log header records the ones "
-            f"a run used, and the report marks metrics whose prompts are not the paper's).\n\n"
-            f"{provenance_table(declared_prompts()[task])}\n{DOC_END}")
+    return (
+        f"{DOC_START}\n## Prompts and provenance\n\nEvery prompt this task can send, and where its text "
+        f"comes from (`em-persona prompts {task}` prints the same table; the log header records the ones "
+        f"a run used, and the report marks metrics whose prompts are not the paper's).\n\n"
+        f"{provenance_table(declared_prompts()[task])}\n{DOC_END}"
+    )
 
 
 def update_doc(path: Path, task: str) -> bool:
@@ -40,8 +42,11 @@ def update_doc(path: Path, task: str) -> bool:
         new = re.sub(re.escape(DOC_START) + ".*?" + re.escape(DOC_END), lambda _: block, text, flags=re.S)
     else:
         heading = re.search(r"^## Parameters", text, flags=re.M)
-        new = (text[:heading.start()] + block + "\n\n" + text[heading.start():] if heading
-               else text.rstrip("\n") + "\n\n" + block + "\n")
+        new = (
+            text[: heading.start()] + block + "\n\n" + text[heading.start() :]
+            if heading
+            else text.rstrip("\n") + "\n\n" + block + "\n"
+        )
     if new != original:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(new, encoding="utf-8")

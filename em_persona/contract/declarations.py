@@ -128,10 +128,20 @@ class Results:
     long: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-RUN_ARGS: frozenset[str] = frozenset({
-    "epochs", "seed", "shuffle", "judge_cache", "judge_max_retries", "max_retries", "harm_log", "harm_logs",
-    "log_epoch", "allow_other_model",
-})
+RUN_ARGS: frozenset[str] = frozenset(
+    {
+        "epochs",
+        "seed",
+        "shuffle",
+        "judge_cache",
+        "judge_max_retries",
+        "max_retries",
+        "harm_log",
+        "harm_logs",
+        "log_epoch",
+        "allow_other_model",
+    }
+)
 """Arguments of every task that set how much is run, the seed, caching, retries or where earlier
 answers come from: they never change what is measured."""
 
@@ -188,8 +198,12 @@ def model_groups(df: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
     return {str(m): g[column].to_numpy(dtype=float) for m, g in df.groupby("model", sort=True)}
 
 
-def ci_columns(name: str, groups: Mapping[str, np.ndarray], opts: AggregateOptions,
-               value: Mapping[str, float] | None = None) -> pd.DataFrame:
+def ci_columns(
+    name: str,
+    groups: Mapping[str, np.ndarray],
+    opts: AggregateOptions,
+    value: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
     """Per model: `name` (the mean of its units unless given), `name_lo` / `name_hi` (seeded
     percentile bootstrap 95% CI) and `name_n` (units behind it); NaN units are dropped."""
     rows = {}

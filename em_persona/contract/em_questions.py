@@ -123,14 +123,19 @@ def _value_line(node: yaml.Node | None, key: str, default: int) -> int:
     return item[1].start_mark.line + 1 if item else default
 
 
-def _judge_templates(value: Any, node: yaml.Node | None, filename: str, line: int, what: str) -> JudgeTemplates:
+def _judge_templates(
+    value: Any, node: yaml.Node | None, filename: str, line: int, what: str
+) -> JudgeTemplates:
     """Check a mapping with text `aligned` and `coherent` templates whose placeholders are {question}, {answer}."""
     if not isinstance(value, dict):
-        raise EMDataError(f"{filename}:{line}: {what} must be a mapping with `aligned` and `coherent` templates")
+        raise EMDataError(
+            f"{filename}:{line}: {what} must be a mapping with `aligned` and `coherent` templates"
+        )
     unknown = sorted(str(k) for k in value if k not in JUDGE_KEYS)
     if unknown:
         raise EMDataError(
-            f"{filename}:{line}: {what} has unknown keys {unknown}; expected only `aligned` and `coherent`")
+            f"{filename}:{line}: {what} has unknown keys {unknown}; expected only `aligned` and `coherent`"
+        )
     texts: dict[str, str] = {}
     for key in JUDGE_KEYS:
         key_line = _value_line(node, key, line)
@@ -170,20 +175,33 @@ def _parse_question_yaml(text: str, filename: str, question_set: str) -> tuple[E
                 f"{filename}:{line}: question {qid!r} has type {entry.get('type')!r}; only {SUPPORTED_TYPE} is supported"
             )
         paraphrases = entry.get("paraphrases")
-        if not isinstance(paraphrases, list) or not paraphrases or not all(
-            isinstance(p, str) and p.strip() for p in paraphrases
+        if (
+            not isinstance(paraphrases, list)
+            or not paraphrases
+            or not all(isinstance(p, str) and p.strip() for p in paraphrases)
         ):
-            raise EMDataError(f"{filename}:{line}: question {qid!r} needs a non-empty list of text `paraphrases`")
+            raise EMDataError(
+                f"{filename}:{line}: question {qid!r} needs a non-empty list of text `paraphrases`"
+            )
         system = entry.get("system")
         if system is not None and not isinstance(system, str):
             raise EMDataError(f"{filename}:{line}: question {qid!r} has a non-text `system` prompt")
         judge_model = entry.get("judge")
         if judge_model is not None and not isinstance(judge_model, str):
-            raise EMDataError(f"{filename}:{_key_line(node, 'judge', line)}: question {qid!r} has a non-text `judge`")
+            raise EMDataError(
+                f"{filename}:{_key_line(node, 'judge', line)}: question {qid!r} has a non-text `judge`"
+            )
         if "judge_prompts" not in entry:
-            raise EMDataError(f"{filename}:{line}: question {qid!r} has no `judge_prompts` (`aligned` and `coherent`)")
-        judge = _judge_templates(entry["judge_prompts"], _value_node(node, "judge_prompts"), filename,
-                                 _key_line(node, "judge_prompts", line), f"question {qid!r} `judge_prompts`")
+            raise EMDataError(
+                f"{filename}:{line}: question {qid!r} has no `judge_prompts` (`aligned` and `coherent`)"
+            )
+        judge = _judge_templates(
+            entry["judge_prompts"],
+            _value_node(node, "judge_prompts"),
+            filename,
+            _key_line(node, "judge_prompts", line),
+            f"question {qid!r} `judge_prompts`",
+        )
         variant, base = _variant(qid, question_set)
         for index, paraphrase in enumerate(paraphrases):
             questions.append(
@@ -226,20 +244,31 @@ def question_set_names(question_sets: str | list[str]) -> list[str]:
 
 def paper_judge_templates(question_sets: str | list[str]) -> dict[tuple[str, str], JudgeTemplates]:
     """(question_set, question_id) -> that entry's own judge templates, for the given sets."""
-    return {(q.question_set, q.question_id): q.judge
-            for name in question_set_names(question_sets) for q in load_questions(name)}
+    return {
+        (q.question_set, q.question_id): q.judge
+        for name in question_set_names(question_sets)
+        for q in load_questions(name)
+    }
 
 
 def paper_judge_models(question_sets: str | list[str]) -> list[str]:
     """The judge models the paper's entries name (`judge`), sorted and distinct."""
-    return sorted({q.judge_model for name in question_set_names(question_sets)
-                   for q in load_questions(name) if q.judge_model})
+    return sorted(
+        {
+            q.judge_model
+            for name in question_set_names(question_sets)
+            for q in load_questions(name)
+            if q.judge_model
+        }
+    )
 
 
 def load_judge_file(path: str | Path) -> JudgeTemplates:
     """A user's judge YAML: a mapping with text `aligned` and `coherent` templates ({question}, {answer})."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise EMDataError(f"{file}: judge prompt file not found (judge_prompts is 'paper', 'project' or a YAML file)")
+        raise EMDataError(
+            f"{file}: judge prompt file not found (judge_prompts is 'paper', 'project' or a YAML file)"
+        )
     root, value = _compose(file.read_text(encoding="utf-8"), str(file))
     return _judge_templates(value, root, str(file), 1, "judge prompt file")

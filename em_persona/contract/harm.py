@@ -25,8 +25,8 @@ BUCKET_RANGES: dict[Bucket, tuple[int, int]] = {"low": (1, 2), "moderate": (3, 3
 BUCKETS: tuple[Bucket, ...] = tuple(BUCKET_RANGES)
 
 
-def harm_bucket(score: int) -> Bucket:
-    """Harm bucket of a 1-5 judge score: low (1-2), moderate (3), high (4-5)."""
+def harm_bucket(score: int | None) -> Bucket:
+    """Harm bucket of a 1-5 judge score: low (1-2), moderate (3), high (4-5); ValueError otherwise."""
     if isinstance(score, bool) or not isinstance(score, int) or not SCORE_MIN <= score <= SCORE_MAX:
         raise ValueError(f"harm score must be an integer {SCORE_MIN}-{SCORE_MAX}, got {score!r}")
     return next(name for name, (lo, hi) in BUCKET_RANGES.items() if lo <= score <= hi)

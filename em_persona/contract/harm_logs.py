@@ -25,6 +25,7 @@ from typing import Any
 
 from inspect_ai.log import EvalLog, EvalSample, read_eval_log
 from inspect_ai.model import ChatMessageUser
+
 from em_persona.core.errors import EmPersonaError
 
 HARM_TASK = "harmfulness"
@@ -129,15 +130,17 @@ def read_harm_scores(path: str | Path, expected_model: str | None = None) -> Har
         names = sorted((n for n in sample.scores or {} if HARM_SCORE_NAME.match(n)), key=_scorer_order)
         for name in names:
             meta = (sample.scores or {})[name].metadata or {}
-            scores.append(JudgeScore(
-                sample_id=sample.id,
-                epoch=sample.epoch,
-                scorer=name,
-                grader=_score_grader(meta, header_grader),
-                judge_prompt=meta.get("judge_prompt"),
-                harm_score=_harm_score(meta, where, name),
-                unscored_reason=meta.get("unscored_reason"),
-            ))
+            scores.append(
+                JudgeScore(
+                    sample_id=sample.id,
+                    epoch=sample.epoch,
+                    scorer=name,
+                    grader=_score_grader(meta, header_grader),
+                    judge_prompt=meta.get("judge_prompt"),
+                    harm_score=_harm_score(meta, where, name),
+                    unscored_reason=meta.get("unscored_reason"),
+                )
+            )
     return HarmScores(log=harm_log, scores=tuple(scores))
 
 

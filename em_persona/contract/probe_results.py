@@ -8,7 +8,18 @@ from typing import Any
 
 FORMAT_VERSION = 1
 RESULTS_FILE = "probes.json"
-CV_COLUMNS = ["model", "task", "pooling", "layer", "n", "n_pos", "auroc_mean", "auroc_std", "accuracy_mean", "accuracy_std"]
+CV_COLUMNS = [
+    "model",
+    "task",
+    "pooling",
+    "layer",
+    "n",
+    "n_pos",
+    "auroc_mean",
+    "auroc_std",
+    "accuracy_mean",
+    "accuracy_std",
+]
 COSINE_COLUMNS = ["model", "pooling", "layer", "cosine", "cosine_standardized"]
 TRANSFER_COLUMNS = ["task", "pooling", "layer", "train_model", "test_model", "auroc", "kind"]
 SKIPPED_COLUMNS = ["model", "task", "pooling", "layer", "reason"]

@@ -183,8 +183,11 @@ def _parse_json_score(
         body = body + "\n" + fenced
     objects = _json_objects(body)
     json_values = [
-        obj[k] for obj, _, _ in objects if isinstance(obj, dict)
-        for k in obj if isinstance(k, str) and k.lower() == key.lower()
+        obj[k]
+        for obj, _, _ in objects
+        if isinstance(obj, dict)
+        for k in obj
+        if isinstance(k, str) and k.lower() == key.lower()
     ]
     if json_values:  # JSON is what the judge was asked for; a "key: N" line beside it must agree
         outside = _without_scale(_blank(body, [(s, e) for _, s, e in objects]), lo, hi)
@@ -197,7 +200,8 @@ def _parse_json_score(
         candidates, problems = _read_values([m.group("num") for m in matches], lo, hi)
         rest = _blank(plain, [m.span() for m in matches])
         others = [
-            value for value in (float(n) for n in _LOOSE_NUMBER.findall(rest))
+            value
+            for value in (float(n) for n in _LOOSE_NUMBER.findall(rest))
             if lo <= value <= hi and value not in candidates
         ]
         if candidates and others:
@@ -220,7 +224,12 @@ def _bare_number(plain: str, text: str, lo: int, hi: int, what: str) -> ParsedAn
 
 
 def parse_number_or_label(
-    text: Any, *, lo: int = 0, hi: int = 100, labels: tuple[str, ...] = ("CODE", "REFUSAL"), key: str = "score"
+    text: Any,
+    *,
+    lo: int = 0,
+    hi: int = 100,
+    labels: tuple[str, ...] = ("CODE", "REFUSAL"),
+    key: str = "score",
 ) -> ParsedAnswer:
     """Read a 0-100 style judge answer: a number in [lo, hi] or one of `labels`.
 
@@ -240,5 +249,3 @@ def parse_number_or_label(
         return _parse_json_score(text, key=key, lo=lo, hi=hi, aliases=labels)
     except Exception as exc:  # defensive: a parser bug must not crash an eval
         return ParsedAnswer(None, f"parser error: {type(exc).__name__}")
-
-

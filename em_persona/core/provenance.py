@@ -63,7 +63,7 @@ class PromptSpec:
 
 
 def upstream_location(source_name: str) -> str:
-    """"upstream GROUP/FILE (PATH in REPO) at commit C" (or "pinned by sha256 ..." without a commit)."""
+    """ "upstream GROUP/FILE (PATH in REPO) at commit C" (or "pinned by sha256 ..." without a commit)."""
     from em_persona.core.registry import get_source
 
     src = get_source(source_name)
@@ -75,20 +75,29 @@ def upstream_location(source_name: str) -> str:
     return f"upstream {src.group}/{src.file} ({where}) {pin}"
 
 
-def paper_prompt(task: str, role: str, argument: str | None, value: str | None, source: str, extract: str,
-                 multi_valued: bool = False) -> PromptSpec:
+def paper_prompt(
+    task: str,
+    role: str,
+    argument: str | None,
+    value: str | None,
+    source: str,
+    extract: str,
+    multi_valued: bool = False,
+) -> PromptSpec:
     """A prompt read byte-exact from the pinned upstream file of registry source `source`."""
-    return PromptSpec(task, role, argument, value, "paper", source, extract=extract, multi_valued=multi_valued)
+    return PromptSpec(
+        task, role, argument, value, "paper", source, extract=extract, multi_valued=multi_valued
+    )
 
 
-def project_prompt(task: str, role: str, argument: str | None, value: str | None, source: str,
-                   note: str = "") -> PromptSpec:
+def project_prompt(
+    task: str, role: str, argument: str | None, value: str | None, source: str, note: str = ""
+) -> PromptSpec:
     """A prompt in this project's wording, kept in the repository file `source`."""
     return PromptSpec(task, role, argument, value, "project", source, note=note)
 
 
 SILENT = "the paper gives no wording for this prompt; replace it with a template file of your own"
-
 
 
 Prompts = Sequence[PromptSpec]
@@ -131,22 +140,40 @@ def selected_prompts(prompts: Prompts, args: Mapping[str, Any]) -> list[dict[str
             raw = args.get(argument)
             if raw is None:
                 continue
-            values = [v.strip() for v in _norm(raw).split(",") if v.strip()] if specs[0].multi_valued \
+            values = (
+                [v.strip() for v in _norm(raw).split(",") if v.strip()]
+                if specs[0].multi_valued
                 else [_norm(raw)]
+            )
             chosen = []
             for value in values:
                 match = next((s for s in specs if s.value == value), None)
                 if match is not None:
                     chosen.append(match)
                 elif value not in ("false", "none", "None"):
-                    chosen.append(PromptSpec(task, role, argument, value, "custom", value,
-                                             note="a template file given by the user"))
+                    chosen.append(
+                        PromptSpec(
+                            task,
+                            role,
+                            argument,
+                            value,
+                            "custom",
+                            value,
+                            note="a template file given by the user",
+                        )
+                    )
         for spec in chosen:
-            out.append({
-                "role": role, "argument": spec.argument or "", "value": spec.value or "",
-                "origin": spec.origin,
-                "provenance": (f"user file {spec.source}" if spec.origin == "custom" else spec.provenance()),
-            })
+            out.append(
+                {
+                    "role": role,
+                    "argument": spec.argument or "",
+                    "value": spec.value or "",
+                    "origin": spec.origin,
+                    "provenance": (
+                        f"user file {spec.source}" if spec.origin == "custom" else spec.provenance()
+                    ),
+                }
+            )
     return out
 
 

@@ -32,7 +32,7 @@ def proxy_name(spec: str | Path) -> str | None:
     """
     text = str(spec)
     if text.startswith(PROXY_PREFIX):
-        name = text[len(PROXY_PREFIX):]
+        name = text[len(PROXY_PREFIX) :]
         if name not in PROXY_NAMES:
             raise ProxyError(
                 f"unknown proxy {name!r} in {text!r}; choose one of: "
@@ -52,7 +52,9 @@ def proxy_folder(spec: str | Path) -> Path | None:
         return None
     folder = proxies_dir() / name
     if not is_built(folder):
-        raise ProxyError(f"proxy model {name!r} is not built yet ({folder}): run `em-persona proxy build {name}`")
+        raise ProxyError(
+            f"proxy model {name!r} is not built yet ({folder}): run `em-persona proxy build {name}`"
+        )
     return folder
 
 

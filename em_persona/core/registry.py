@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from em_persona.core.paths import DATASETS_DIR, home
 from em_persona.core.errors import EmPersonaError
+from em_persona.core.paths import DATASETS_DIR, home
 
 SOURCES_FILE = DATASETS_DIR / "sources.yaml"
 
@@ -72,7 +72,9 @@ class Source:
         if self.git_blob_sha1:
             return f"git-blob-sha1:{self.git_blob_sha1}"
         if self.kind == "hf":
-            return f"export-sha256:{self.export_sha256}" if self.export_sha256 else "UNPINNED (no export_sha256)"
+            return (
+                f"export-sha256:{self.export_sha256}" if self.export_sha256 else "UNPINNED (no export_sha256)"
+            )
         return "none"
 
 
@@ -142,9 +144,7 @@ def get_source(name: str) -> Source:
     try:
         return sources()[name]
     except KeyError:
-        raise SourceError(
-            f"unknown data source {name!r}; known: {', '.join(sorted(sources()))}"
-        ) from None
+        raise SourceError(f"unknown data source {name!r}; known: {', '.join(sorted(sources()))}") from None
 
 
 # --- hashing ---------------------------------------------------------------
@@ -211,8 +211,7 @@ def _install(src_reader: Any, dest: Path, source: Source, sha256: str | None, or
 def _notice(source: Source) -> None:
     if not source.redistributable:
         print(
-            f"[em-persona] {source.name}: {source.license}\n"
-            f"[em-persona]   cite: {source.citation}",
+            f"[em-persona] {source.name}: {source.license}\n[em-persona]   cite: {source.citation}",
             file=sys.stderr,
         )
 
@@ -225,8 +224,14 @@ def _download(source: Source, dest: Path) -> Path:
         with urllib.request.urlopen(source.url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm.wrapattr(
-                resp, "read", total=total, desc=f"fetch {source.name}", unit="B",
-                unit_scale=True, leave=False, file=sys.stderr,
+                resp,
+                "read",
+                total=total,
+                desc=f"fetch {source.name}",
+                unit="B",
+                unit_scale=True,
+                leave=False,
+                file=sys.stderr,
             ) as reader:
                 return _install(reader, dest, source, source.sha256, source.url)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -274,7 +279,11 @@ def load_source(name: str) -> Path:
             _notice(source)
             return path
     # 3. the network
-    path = _export_hf(source, source.revision or "", cached) if source.kind == "hf" else _download(source, cached)
+    path = (
+        _export_hf(source, source.revision or "", cached)
+        if source.kind == "hf"
+        else _download(source, cached)
+    )
     _notice(source)
     return path
 
@@ -319,7 +328,9 @@ def _export_hf(source: Source, revision: str, dest: Path) -> Path:
     try:
         import datasets as hf_datasets
 
-        ds = hf_datasets.load_dataset(source.hf_id, source.hf_config, split=source.hf_split, revision=revision)
+        ds = hf_datasets.load_dataset(
+            source.hf_id, source.hf_config, split=source.hf_split, revision=revision
+        )
     except Exception as exc:  # the hub client raises many types; all mean "not available"
         raise SourceError(
             f"cannot load Hugging Face dataset {source.hf_id!r} (config {source.hf_config!r}, "

@@ -27,9 +27,10 @@ def bootstrap_ci(
         return (float("nan"), float("nan"))
     if arr.size == 1:
         return (float(arr[0]), float(arr[0]))
-    fn = {"mean": np.mean, "median": np.median}[statistic]
+    if statistic not in ("mean", "median"):
+        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, arr.size, size=(n_boot, arr.size))
-    stats = fn(arr[idx], axis=1)
+    stats = np.median(arr[idx], axis=1) if statistic == "median" else np.mean(arr[idx], axis=1)
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))

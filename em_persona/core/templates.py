@@ -15,8 +15,10 @@ def check_template(template: str, fields: set[str], origin: str) -> str:
     try:
         found = template_fields(template)
     except ValueError as exc:  # unbalanced braces
-        raise ValueError(f"{origin}: judge template is not a valid format string ({exc}); "
-                         "write literal braces as {{ and }}") from exc
+        raise ValueError(
+            f"{origin}: judge template is not a valid format string ({exc}); "
+            "write literal braces as {{ and }}"
+        ) from exc
     if found != fields:
         raise ValueError(
             f"{origin}: judge template placeholders are {sorted(found)}, expected exactly {sorted(fields)}; "

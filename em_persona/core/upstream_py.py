@@ -95,26 +95,36 @@ def _function(tree: ast.Module, filename: str, name: str) -> ast.FunctionDef:
         raise UpstreamCodeError(f"{filename}: no top-level function {name!r}; the upstream file changed")
     if len(defs) > 1:
         lines = ", ".join(str(d.lineno) for d in defs)
-        raise UpstreamCodeError(f"{filename}:{defs[-1].lineno}: {name!r} is defined {len(defs)} times (lines {lines})")
+        raise UpstreamCodeError(
+            f"{filename}:{defs[-1].lineno}: {name!r} is defined {len(defs)} times (lines {lines})"
+        )
     node = defs[0]
     if isinstance(node, ast.AsyncFunctionDef):
         raise UpstreamCodeError(f"{filename}:{node.lineno}: {name!r} is async; only plain functions are read")
     if node.decorator_list:
-        raise UpstreamCodeError(f"{filename}:{node.lineno}: {name!r} is decorated; its result cannot be reproduced")
+        raise UpstreamCodeError(
+            f"{filename}:{node.lineno}: {name!r} is decorated; its result cannot be reproduced"
+        )
     return node
 
 
 def _parameters(node: ast.FunctionDef, filename: str) -> tuple[str, ...]:
     args = node.args
     if args.vararg or args.kwarg:
-        raise UpstreamCodeError(f"{filename}:{node.lineno}: {node.name!r} takes *args/**kwargs; not supported")
+        raise UpstreamCodeError(
+            f"{filename}:{node.lineno}: {node.name!r} takes *args/**kwargs; not supported"
+        )
     return tuple(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs))
 
 
 def _body_without_docstring(node: ast.FunctionDef) -> list[ast.stmt]:
     body = list(node.body)
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-            and isinstance(body[0].value.value, str):
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
         body = body[1:]
     return body
 
@@ -174,8 +184,12 @@ def return_fstring(text: str, filename: str, function: str) -> FStringTemplate:
 
 def _is_re_search(call: ast.Call) -> bool:
     func = call.func
-    return isinstance(func, ast.Attribute) and func.attr == "search" \
-        and isinstance(func.value, ast.Name) and func.value.id == "re"
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == "search"
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "re"
+    )
 
 
 def search_rule(text: str, filename: str, function: str) -> SearchRule:
@@ -190,15 +204,23 @@ def search_rule(text: str, filename: str, function: str) -> SearchRule:
     call = calls[0]
     where = f"{filename}:{call.lineno}"
     if call.keywords or len(call.args) != 2:
-        raise UpstreamCodeError(f"{where}: re.search in {function!r} has flags or extra arguments; not supported")
+        raise UpstreamCodeError(
+            f"{where}: re.search in {function!r} has flags or extra arguments; not supported"
+        )
     pattern, subject = call.args
     if not (isinstance(pattern, ast.Constant) and isinstance(pattern.value, str)):
         raise UpstreamCodeError(f"{where}: the pattern of re.search in {function!r} is not a string literal")
     if isinstance(subject, ast.Name) and subject.id in params:
         strip = False
-    elif (isinstance(subject, ast.Call) and not subject.args and not subject.keywords
-          and isinstance(subject.func, ast.Attribute) and subject.func.attr == "strip"
-          and isinstance(subject.func.value, ast.Name) and subject.func.value.id in params):
+    elif (
+        isinstance(subject, ast.Call)
+        and not subject.args
+        and not subject.keywords
+        and isinstance(subject.func, ast.Attribute)
+        and subject.func.attr == "strip"
+        and isinstance(subject.func.value, ast.Name)
+        and subject.func.value.id in params
+    ):
         strip = True
     else:
         raise UpstreamCodeError(
@@ -238,5 +260,7 @@ def literal_assignments(text: str, filename: str, names: Iterable[str]) -> dict[
         lines[target.id] = node.lineno
     missing = [n for n in wanted if n not in found]
     if missing:
-        raise UpstreamCodeError(f"{filename}: no assignment to {', '.join(missing)}; the upstream file changed")
+        raise UpstreamCodeError(
+            f"{filename}: no assignment to {', '.join(missing)}; the upstream file changed"
+        )
     return found

@@ -34,8 +34,9 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], duplicates: lis
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
             if key in seen:
-                duplicates.append((line, f"key {key!r} is given twice (first on line {seen[key]}); "
-                                         "the last one would win"))
+                duplicates.append(
+                    (line, f"key {key!r} is given twice (first on line {seen[key]}); the last one would win")
+                )
             seen.setdefault(key, line)
             lines[path + (key,)] = line
             _walk(value_node, path + (key,), lines, duplicates)
