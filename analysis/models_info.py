@@ -64,6 +64,8 @@ def models_info(
     """
     import yaml
 
+    from em_persona.core.yaml_lines import yaml_error_where
+
     path = models_yaml if models_yaml is not None else (logdir / MODELS_FILE if logdir is not None else None)
     listed: dict[str, dict[str, object]] = {}
     note: str | None = None
@@ -72,9 +74,7 @@ def models_info(
         try:
             doc = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ValueError(f"{where}: not valid YAML ({exc})") from exc
+            raise ValueError(f"{yaml_error_where(path, exc)}: not valid YAML ({exc})") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("models", {}), dict):
             raise ValueError(f"{path}: expected a mapping with a `models:` mapping of model name -> facts")
         note = doc.get("note")

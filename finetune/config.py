@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from em_persona.core.errors import EmPersonaError
 from em_persona.core.proxies import ProxyError, proxy_name
+from em_persona.core.yaml_lines import yaml_error_where
 
 # LoRA ranks vLLM accepts for `--max-lora-rank` (vllm/config/lora.py).
 VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -280,9 +281,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Finetun
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{yaml_error_where(path, exc)}: invalid YAML: {exc}") from None
     return config_from_dict(raw, overrides, origin=str(path))
 
 

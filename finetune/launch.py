@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from em_persona.core.errors import EmPersonaError
+from em_persona.core.yaml_lines import yaml_error_where
 from em_persona.finetune.config import FinetuneConfig, load_config
 
 ENTRY_MODULE = "em_persona.finetune.launch"
@@ -93,9 +94,9 @@ def check_accelerate_config(spec: str | Path, num_processes: int | None = None) 
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise LaunchError(f"{where}: invalid YAML: {' '.join(str(exc).split())}") from None
+        raise LaunchError(
+            f"{yaml_error_where(path, exc)}: invalid YAML: {' '.join(str(exc).split())}"
+        ) from None
     if not isinstance(raw, dict):
         raise LaunchError(f"{path}: an accelerate config is a YAML mapping")
     if importlib.util.find_spec("accelerate") is None:

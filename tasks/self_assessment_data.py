@@ -24,6 +24,7 @@ from inspect_ai.dataset import MemoryDataset, Sample
 
 from em_persona.core.errors import EmPersonaError
 from em_persona.core.paths import DATASETS_DIR
+from em_persona.core.yaml_lines import yaml_error_where
 from em_persona.scorers.self_assessment_parsers import FORMATS, NUMERICAL_SCALE
 
 TEMPLATES_FILE = DATASETS_DIR / "self_assessment" / "templates.yaml"
@@ -102,9 +103,7 @@ def load_templates(path: Path = TEMPLATES_FILE) -> Templates:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SelfAssessmentDataError(f"{where}: invalid YAML: {exc}") from exc
+        raise SelfAssessmentDataError(f"{yaml_error_where(path, exc)}: invalid YAML: {exc}") from exc
     except OSError as exc:
         raise SelfAssessmentDataError(f"{path}: cannot read the template file: {exc}") from exc
     if not isinstance(raw, dict) or "dimensions" not in raw or "formats" not in raw:

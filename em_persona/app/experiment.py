@@ -42,7 +42,14 @@ from em_persona.app.task_args import check_args, known_tasks, task_spec
 from em_persona.contract.declarations import Calls, Reads, TaskSpec
 from em_persona.core.errors import EmPersonaError
 from em_persona.core.paths import output_root, resolve_input
-from em_persona.core.yaml_lines import did_you_mean, dotted, line_of, node_lines
+from em_persona.core.yaml_lines import (
+    did_you_mean,
+    dotted,
+    line_of,
+    node_lines,
+    yaml_error_where,
+    yaml_problem,
+)
 from em_persona.finetune.config import DataSpec, FinetuneConfig
 from em_persona.serving import command as serving_command
 from em_persona.tasks.registry import effective_args
@@ -372,9 +379,9 @@ def load_experiment(path: str | Path) -> Experiment:
         lines, duplicates = node_lines(text)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise ExperimentError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {problem}") from None
+        raise ExperimentError(
+            f"{yaml_error_where(path, exc, 1)}: invalid YAML: {yaml_problem(exc)}"
+        ) from None
     if not isinstance(raw, dict):
         raise ExperimentError(f"{path}:1: an experiment file is a mapping (base_model, grader, tasks, ...)")
     problems = [(line, msg) for line, msg in duplicates]

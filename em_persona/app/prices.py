@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from em_persona.core.errors import EmPersonaError
 from em_persona.core.paths import DATASETS_DIR, resolve_input
-from em_persona.core.yaml_lines import dotted, line_of, node_lines
+from em_persona.core.yaml_lines import dotted, line_of, node_lines, yaml_error_where, yaml_problem
 
 DEFAULT_PRICES = DATASETS_DIR / "prices.yaml"
 PRICES_ENV = "EM_PERSONA_PRICES"
@@ -91,9 +91,7 @@ def load_prices(path: str | Path) -> PriceTable:
         lines, duplicates = node_lines(text)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise PriceError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {problem}") from None
+        raise PriceError(f"{yaml_error_where(path, exc, 1)}: invalid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise PriceError(f"{path}:1: a price file maps provider/model to its prices")
     problems = [(line, msg) for line, msg in duplicates]

@@ -23,6 +23,7 @@ import yaml
 from em_persona.core.errors import EmPersonaError
 from em_persona.core.registry import load_source
 from em_persona.core.templates import check_template
+from em_persona.core.yaml_lines import yaml_error_where
 
 TEMPLATE_FIELDS = {"question", "answer"}
 
@@ -92,9 +93,7 @@ def _compose(text: str, filename: str) -> tuple[yaml.Node | None, Any]:
     try:
         return yaml.compose(text), yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{filename}:{mark.line + 1}" if mark else filename
-        raise EMDataError(f"{where}: invalid YAML ({exc})") from exc
+        raise EMDataError(f"{yaml_error_where(filename, exc)}: invalid YAML ({exc})") from exc
 
 
 def _item(node: yaml.Node | None, key: str) -> tuple[yaml.Node, yaml.Node] | None:

@@ -32,6 +32,7 @@ import yaml
 
 from em_persona.core.errors import EmPersonaError
 from em_persona.core.paths import DATASETS_DIR, home
+from em_persona.core.yaml_lines import yaml_error_where
 
 SOURCES_FILE = DATASETS_DIR / "sources.yaml"
 
@@ -94,9 +95,9 @@ def _load_registry(path: Path = SOURCES_FILE) -> dict[str, Source]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SourceError(f"{where}: invalid YAML in the source registry: {exc}") from exc
+        raise SourceError(
+            f"{yaml_error_where(path, exc)}: invalid YAML in the source registry: {exc}"
+        ) from exc
     groups: dict[str, dict[str, Any]] = raw.get("groups", {})
     out: dict[str, Source] = {}
     for name, entry in raw.get("sources", {}).items():

@@ -66,3 +66,16 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the closest option, or '' when none is close."""
     close = difflib.get_close_matches(str(word), sorted(set(options)), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def yaml_error_where(source: object, exc: yaml.YAMLError, default_line: int | None = None) -> str:
+    """`source:line` of a YAML error (the line of its problem mark), else `source:default_line`, else
+    `source` alone."""
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else default_line
+    return str(source) if line is None else f"{source}:{line}"
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """The YAML error's problem on one line."""
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
