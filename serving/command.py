@@ -191,7 +191,8 @@ def parallel_problem(
         return (
             f"{option}={size} splits the model over {size} GPUs, but the server runs on CPU (no CUDA "
             f"device here). Remove it, or, to use vLLM's CPU parallelism on purpose, pass it as a raw "
-            f"vLLM argument: {flag} {size}"
+            f"vLLM argument: {flag} {size} (`em-persona serve --vllm-arg={flag}={size}`, or "
+            f"`extra_args: [{flag}, '{size}']` under `serve:` in an experiment file)"
         )
     return None
 

@@ -136,16 +136,14 @@ def _plan(
     extra_args: Sequence[str],
 ) -> ServerPreview:
     """The checked command line and dtype: what start_server runs and preview_command shows."""
-    sizes = {
-        "tensor_parallel_size": tensor_parallel_size,
-        "pipeline_parallel_size": pipeline_parallel_size,
-        "data_parallel_size": data_parallel_size,
-    }
-    problems = [parallel_problem(o, n, cpu=cpu, extra_args=extra_args) for o, n in sizes.items()]
-    problems.append(executor_backend_problem(distributed_executor_backend, extra_args))
-    found = [p for p in problems if p]
-    if found:
-        raise ServeError("\n".join(found))
+    check_parallel_settings(
+        cpu=cpu,
+        tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        data_parallel_size=data_parallel_size,
+        distributed_executor_backend=distributed_executor_backend,
+        extra_args=extra_args,
+    )
     if cpu and max_model_len is None:
         max_model_len = cpu_max_model_len(model)
     choice = choose_dtype(dtype, cpu=cpu, extra_args=extra_args)
@@ -164,6 +162,30 @@ def _plan(
         extra_args=extra_args,
     )
     return ServerPreview(cmd, choice)
+
+
+def check_parallel_settings(
+    *,
+    cpu: bool | None = None,
+    tensor_parallel_size: int | None = None,
+    pipeline_parallel_size: int | None = None,
+    data_parallel_size: int | None = None,
+    distributed_executor_backend: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> None:
+    """Raise ServeError listing every parallel setting this machine cannot serve (cpu: None asks
+    torch); start_server and preview_command run it too, the CLI runs it before saying it starts."""
+    cpu = on_cpu() if cpu is None else cpu
+    sizes = {
+        "tensor_parallel_size": tensor_parallel_size,
+        "pipeline_parallel_size": pipeline_parallel_size,
+        "data_parallel_size": data_parallel_size,
+    }
+    problems = [parallel_problem(o, n, cpu=cpu, extra_args=extra_args) for o, n in sizes.items()]
+    problems.append(executor_backend_problem(distributed_executor_backend, extra_args))
+    found = [p for p in problems if p]
+    if found:
+        raise ServeError("\n".join(found))
 
 
 def _planned_base(base: str) -> tuple[str, str]:

@@ -118,6 +118,7 @@ def test_parallel_problem_rules() -> None:
     assert parallel_problem("pipeline_parallel_size", 8, cpu=False) is None
     cpu = parallel_problem("data_parallel_size", 2, cpu=True)
     assert cpu is not None and "runs on CPU" in cpu and "--data-parallel-size 2" in cpu
+    assert "--vllm-arg=--data-parallel-size=2" in cpu and "extra_args" in cpu
     for bad in (0, -1, True, 1.5):
         problem = parallel_problem("tensor_parallel_size", bad, cpu=False)  # type: ignore[arg-type]
         assert problem is not None and "integer >= 1" in problem
@@ -374,6 +375,8 @@ def test_cli_refuses_gpu_parallelism_on_cpu_and_bad_sizes(
     runner = CliRunner()
     res = runner.invoke(main, ["serve", "--base", str(fake_base), "--pipeline-parallel-size", "2"])
     assert res.exit_code != 0 and "pipeline_parallel_size=2" in res.output and "runs on CPU" in res.output
+    assert "--vllm-arg=--pipeline-parallel-size=2" in res.output  # names the way to pass it on purpose
+    assert "starting vLLM" not in res.output  # refused before it says it starts
     res = runner.invoke(main, ["serve", "--base", str(fake_base), "--tensor-parallel-size", "0"])
     assert res.exit_code == 2 and "--tensor-parallel-size" in res.output
     res = runner.invoke(main, ["serve", "--base", str(fake_base), "--distributed-executor-backend", "slurm"])
