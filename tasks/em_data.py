@@ -6,7 +6,13 @@ from __future__ import annotations
 from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessage, ChatMessageSystem, ChatMessageUser
 
-from em_persona.contract.em_questions import VARIANTS, EMQuestion, _split, load_questions, question_set_names
+from em_persona.contract.em_questions import (
+    VARIANTS,
+    EMQuestion,
+    checked_names,
+    load_questions,
+    question_set_names,
+)
 
 
 def _input(q: EMQuestion) -> list[ChatMessage]:
@@ -23,7 +29,7 @@ def em_dataset(
 ) -> MemoryDataset:
     """Inspect dataset of EM questions (one sample per paraphrase), optionally filtered by variant."""
     sets = question_set_names(question_sets)
-    keep = set(_split(variants, VARIANTS, "variant"))
+    keep = set(checked_names(variants, VARIANTS, "variant"))
     samples = [
         Sample(
             id=q.sample_id,

@@ -127,7 +127,13 @@ def output_recognition(
 
 def _calls(args: Args) -> Calls:
     """The foil, the A/B answer, and the judge's score of the foil (asked again when unreadable)."""
-    return Calls(generations=2, judge=1, most=3 + int(args["judge_max_retries"]))
+    return Calls(
+        generations=2,
+        judge=1,
+        most=3 + int(args["judge_max_retries"]),
+        foil=1,
+        foil_max_tokens=int(args["foil_max_tokens"]),
+    )
 
 
 SPEC = TaskSpec(

@@ -29,6 +29,7 @@ from em_persona.contract.run_stats import RunStatsError
 DEFAULT_MAX_TOKENS = 256  # the plan's answer length for a task without a max_tokens argument
 JUDGE_PROMPT_TOKENS = 300  # the plan's judge rubric length, beside the prompt and answer it quotes
 JUDGE_MAX_TOKENS = 64  # the plan's judge answer length (the harm judge's limit; the others ask fewer)
+FOIL_PROMPT_TOKENS = 100  # the longest foil wording (72 words) around the prompt it quotes
 
 
 # --- the plan ---------------------------------------------------------------
@@ -53,16 +54,26 @@ class PlanRow:
     gen_output_tokens: int = 0
     judge_input_tokens: int = 0
     judge_output_tokens: int = 0
+    # Of the generations, those of the foil role: its model and tokens (gen_* are the evaluated model's).
+    foil: str | None = None
+    foil_calls: int = 0
+    foil_input_tokens: int = 0
+    foil_output_tokens: int = 0
+
+    @property
+    def input_tokens(self) -> int:
+        """Every token in: the evaluated model's, the foil's and the judge's."""
+        return self.gen_input_tokens + self.foil_input_tokens + self.judge_input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        """Every token out: the evaluated model's, the foil's and the judge's."""
+        return self.gen_output_tokens + self.foil_output_tokens + self.judge_output_tokens
 
     @property
     def tokens(self) -> int:
-        """Every token in and out, generations and judge calls together."""
-        return (
-            self.gen_input_tokens
-            + self.gen_output_tokens
-            + self.judge_input_tokens
-            + self.judge_output_tokens
-        )
+        """Every token in and out, generations, foils and judge calls together."""
+        return self.input_tokens + self.output_tokens
 
 
 def _arg(spec: TaskRun, name: str) -> Any:
@@ -113,6 +124,8 @@ def plan(exp: Experiment, built: dict[int, Any] | None = None) -> list[PlanRow]:
         max_tokens = int(_arg(spec, "max_tokens") or DEFAULT_MAX_TOKENS)
         gens = n_models * samples * epochs * calls.generations
         judges = n_models * samples * epochs * calls.judge
+        foils = n_models * samples * epochs * calls.foil
+        foil_max_tokens = calls.foil_max_tokens or max_tokens
         rows.append(
             PlanRow(
                 task=spec.task,
@@ -125,8 +138,12 @@ def plan(exp: Experiment, built: dict[int, Any] | None = None) -> list[PlanRow]:
                 label=spec.label,
                 model_names=spec.models,
                 grader=spec.grader if spec.uses_grader else None,
-                gen_input_tokens=gens * prompt_tokens,
-                gen_output_tokens=gens * max_tokens,
+                gen_input_tokens=(gens - foils) * prompt_tokens,
+                gen_output_tokens=(gens - foils) * max_tokens,
+                foil=(exp.foil or spec.grader) if foils else None,
+                foil_calls=foils,
+                foil_input_tokens=foils * (prompt_tokens + FOIL_PROMPT_TOKENS),
+                foil_output_tokens=foils * foil_max_tokens,
                 judge_input_tokens=judges * (prompt_tokens + max_tokens + JUDGE_PROMPT_TOKENS),
                 judge_output_tokens=judges * JUDGE_MAX_TOKENS,
             )
@@ -186,15 +203,15 @@ def print_plan(
     for i, (r, t) in enumerate(zip(rows, times, strict=True)):
         echo(
             f"  {i:2d} {r.task:24s} {r.models:6d} {r.samples:7d} {r.epochs:6d} {r.generations:11d} "
-            f"{r.judge_calls:7d} {r.max_calls:9d} {r.gen_input_tokens + r.judge_input_tokens:11d} "
-            f"{r.gen_output_tokens + r.judge_output_tokens:11d} {duration(t):>10s}"
+            f"{r.judge_calls:7d} {r.max_calls:9d} {r.input_tokens:11d} "
+            f"{r.output_tokens:11d} {duration(t):>10s}"
         )
     known = [t for t in times if t is not None]
     echo(
         f"  {'':2s} {'total':24s} {'':6s} {'':7s} {'':6s} {sum(r.generations for r in rows):11d} "
         f"{sum(r.judge_calls for r in rows):7d} {sum(r.max_calls for r in rows):9d} "
-        f"{sum(r.gen_input_tokens + r.judge_input_tokens for r in rows):11d} "
-        f"{sum(r.gen_output_tokens + r.judge_output_tokens for r in rows):11d} "
+        f"{sum(r.input_tokens for r in rows):11d} "
+        f"{sum(r.output_tokens for r in rows):11d} "
         f"{duration(sum(known) if len(known) == len(times) else None):>10s}"
     )
     echo(
@@ -205,7 +222,8 @@ def print_plan(
     echo("  who runs what:")
     for i, r in enumerate(rows):
         echo(f"  {i:2d} {r.label}")
-        echo(f"     models: {_models_text(exp, r.model_names)}; grader: {r.grader or '-'}")
+        foil = f"; foil: {r.foil} ({r.foil_calls} of the generations)" if r.foil else ""
+        echo(f"     models: {_models_text(exp, r.model_names)}; grader: {r.grader or '-'}{foil}")
     if estimate is not None:
         print_estimate(estimate)
     if cost is not None:
@@ -293,6 +311,10 @@ def plan_cost(exp: Experiment, rows: list[PlanRow], remaining: list[tuple[str, .
             if row.grader is not None:
                 usages.append(
                     Usage(row.grader, "grader", row.judge_input_tokens // n, row.judge_output_tokens // n)
+                )
+            if row.foil is not None:
+                usages.append(
+                    Usage(row.foil, "foil", row.foil_input_tokens // n, row.foil_output_tokens // n)
                 )
     table = load_prices(path)
     return PlanCost(table, costs(usages, table))

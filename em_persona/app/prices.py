@@ -117,7 +117,7 @@ class Usage:
     """Tokens a plan sends to one model in one role."""
 
     model: str
-    role: str  # "evaluated" or "grader"
+    role: str  # "evaluated", "grader" or "foil"
     input_tokens: int
     output_tokens: int
 

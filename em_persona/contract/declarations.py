@@ -60,6 +60,10 @@ class Calls:
     """Calls to the `grader` role."""
     most: int | None = None
     """The most calls when every parse or judge retry is used (default generations + judge)."""
+    foil: int = 0
+    """Of `generations`, the calls to the `foil` role (a plan charges them to that role's model)."""
+    foil_max_tokens: int | None = None
+    """Answer length limit of a foil call (default: the task's max_tokens)."""
 
     @property
     def max_calls(self) -> int:

@@ -228,7 +228,8 @@ def load_questions(question_set: str) -> list[EMQuestion]:
     return parse_question_yaml(path.read_text(encoding="utf-8"), str(path), question_set)
 
 
-def _split(value: str | list[str] | None, allowed: tuple[str, ...], what: str) -> list[str]:
+def checked_names(value: str | list[str] | None, allowed: tuple[str, ...], what: str) -> list[str]:
+    """The names in a comma-separated string or list (None: all `allowed`); an unknown one is a ValueError."""
     items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value or allowed)
     unknown = [v for v in items if v not in allowed]
     if unknown:
@@ -238,7 +239,7 @@ def _split(value: str | list[str] | None, allowed: tuple[str, ...], what: str) -
 
 def question_set_names(question_sets: str | list[str]) -> list[str]:
     """The checked question-set names of a comma-separated string or list."""
-    return _split(question_sets, tuple(QUESTION_SETS), "question set")
+    return checked_names(question_sets, tuple(QUESTION_SETS), "question set")
 
 
 def paper_judge_templates(question_sets: str | list[str]) -> dict[tuple[str, str], JudgeTemplates]:

@@ -167,3 +167,46 @@ def test_a_missing_price_file_named_by_the_experiment_points_at_its_line(tmp_pat
 def test_prices_key_is_checked_by_the_schema(tmp_path: Path) -> None:
     with pytest.raises(ExperimentError, match="prices: Input should be a valid string"):
         load_experiment(_experiment(tmp_path, prices=3))
+
+
+def test_foil_generations_are_charged_to_the_foil_model(tmp_path: Path) -> None:
+    """output_recognition's foil answers go to the foil role's model (eval.foil, else the grader),
+    not to the evaluated model; the evaluated model pays only for its own A/B answers."""
+    (tmp_path / "my-prices.yaml").write_text(
+        OWN_PRICES + OWN_PRICES.replace("# my negotiated prices\n", "").replace("judge-x", "foil-x")
+    )
+    recog = {"max_tokens": 2, "foil_max_tokens": 40, "judge_prompt": "project"}
+    tasks = [
+        {"task": "harmfulness", "args": HARM, "limit": 4, "models": ["openai/eval-x"]},
+        {"task": "output_recognition", "args": recog, "models": ["openai/eval-x"]},
+    ]
+    path = _experiment(tmp_path, tasks=tasks, prices=str(tmp_path / "my-prices.yaml"))
+    harm, row = planning.plan(load_experiment(path))
+    # 4 answers to recognise: one foil, one A/B answer and one judge call each
+    assert (row.samples, row.generations, row.foil_calls, row.judge_calls) == (4, 8, 4, 4)
+    assert row.foil == "openai/judge-x"  # no eval.foil: the grader writes the foils
+    assert row.gen_output_tokens == 4 * 2 and row.foil_output_tokens == 4 * 40
+    assert row.tokens == row.input_tokens + row.output_tokens
+    assert row.output_tokens == row.gen_output_tokens + row.foil_output_tokens + row.judge_output_tokens
+    cost = planning.plan_cost(load_experiment(path), [harm, row], [(), ("openai/eval-x",)])
+    judge = next(c for c in cost.models if c.model == "openai/judge-x")
+    assert judge.roles == ("grader", "foil")
+    assert judge.output_tokens == row.judge_output_tokens + row.foil_output_tokens
+    evaluated = next(c for c in cost.models if c.model == "openai/eval-x")
+    assert (evaluated.input_tokens, evaluated.output_tokens) == (row.gen_input_tokens, 4 * 2)
+
+    own_foil = _experiment(
+        tmp_path, tasks=tasks, prices=str(tmp_path / "my-prices.yaml"), eval={"foil": "openai/foil-x"}
+    )
+    exp = load_experiment(own_foil)
+    rows = planning.plan(exp)
+    assert rows[1].foil == "openai/foil-x"
+    cost = planning.plan_cost(exp, rows, [(), ("openai/eval-x",)])
+    foil = next(c for c in cost.models if c.model == "openai/foil-x")
+    assert foil.roles == ("foil",) and foil.output_tokens == 4 * 40
+    assert foil.usd == pytest.approx((foil.input_tokens * 1000.0 + foil.output_tokens * 3000.0) / 1e6)
+    judge = next(c for c in cost.models if c.model == "openai/judge-x")
+    assert judge.roles == ("grader",)
+    result = CliRunner().invoke(main, ["run", str(own_foil), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "grader: openai/judge-x; foil: openai/foil-x (4 of the generations)" in result.output
