@@ -291,27 +291,40 @@ def _waits_for(spec: TaskRun, earlier: Earlier) -> str | None:
 
 def expected_statuses(exp: Experiment, known: list[UnitStatus]) -> list[UnitStatus]:
     """The state of every task x model run of the experiment: from this run's eval sets when they got
-    to it, else from the logs on disk; a follow-up whose harmfulness logs are not all done is "not started"."""
+    to it, else from the logs on disk; a follow-up whose harmfulness logs are not all done (in this
+    run or on disk) is "not started"."""
     by_key = {(s.unit.label, s.unit.model, s.unit.log_dir): s for s in known}
-    earlier = finished_logs(known)
-    out, scan = [], []
+    main = _stage_statuses(exp, MAIN, by_key, {})
+    # the follow-ups read the finished logs of the independent tasks, whichever run wrote them
+    followups = _stage_statuses(exp, FOLLOWUP, by_key, finished_logs(list(main.values())))
+    found = main | followups
+    return [found[(spec.index, model)] for spec in exp.tasks for model in spec.models]
+
+
+def _stage_statuses(
+    exp: Experiment, folder: str, by_key: dict[tuple[str, str, Path], UnitStatus], earlier: Earlier
+) -> dict[tuple[int, str], UnitStatus]:
+    """(task entry, model) -> state, for the runs of one stage (`folder`: MAIN or FOLLOWUP), in the
+    experiment's order."""
+    out: dict[tuple[int, str], UnitStatus] = {}
+    scan: dict[tuple[int, str], Unit] = {}
+    order = []
     for spec in exp.tasks:
+        if spec.depends_on_earlier_logs != (folder == FOLLOWUP):
+            continue
         for model in spec.models:
-            folder = FOLLOWUP if spec.depends_on_earlier_logs else MAIN
+            order.append((spec.index, model))
             key = (spec.label, model, exp.log_dir / folder)
             if key in by_key:
-                out.append(by_key[key])
+                out[(spec.index, model)] = by_key[key]
             elif (waiting := _waits_for(spec, earlier)) is not None:
-                out.append(
-                    UnitStatus(_unit(exp, spec, model, None, None, folder), "not started", detail=waiting)
-                )
+                unit = _unit(exp, spec, model, None, None, folder)
+                out[(spec.index, model)] = UnitStatus(unit, "not started", detail=waiting)
             else:
                 extra = _earlier_args(spec, model, earlier)
-                scan.append(len(out))
-                out.append(UnitStatus(_unit(exp, spec, model, None, extra, folder), "not started"))
-    for i, status in zip(scan, unit_statuses([out[i].unit for i in scan]), strict=False):
-        out[i] = status
-    return out
+                scan[(spec.index, model)] = _unit(exp, spec, model, None, extra, folder)
+    out.update(zip(scan, unit_statuses(list(scan.values())), strict=True))
+    return {k: out[k] for k in order}
 
 
 def write_models_file(exp: Experiment) -> Path:

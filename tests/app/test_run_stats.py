@@ -281,3 +281,27 @@ def test_the_report_shows_run_time_and_tokens_per_stage(offline_pipeline: list[s
     html = write(report, tmp_path / "out2")["html"].read_text()
     assert f"No run statistics: {tmp_path / 'elsewhere' / 'run-stats.json'} is absent" in html
     assert 'id="run-stages"' not in html
+
+
+def test_the_next_plan_finds_finished_follow_ups_on_disk(offline_pipeline: list[str], tmp_path: Path) -> None:
+    """A follow-up task reads the harmfulness logs of an earlier run: once both are finished on disk,
+    the next plan has nothing left to run for either (it used to wait for harmfulness logs of the
+    run in progress, and so planned every follow-up again)."""
+    shown = {"condition": "shown", "max_tokens": 2, "max_retries": 0, "judge_prompt": "project"}
+    exp = _experiment(tmp_path)
+    path = tmp_path / "stats.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["tasks"] = [doc["tasks"][0], {"task": "score_prediction", "args": shown, "models": ["mockllm/a"]}]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    exp = load_experiment(path)
+    rows = planning.plan(exp)
+    assert pipeline.remaining_models(exp, rows) == [("mockllm/a",), ("mockllm/a",)]
+    pipeline.run_experiment(exp)
+    assert [s["name"] for s in _runs(exp)[0]["stages"] if s["stage"] == "evaluation"] == ["main", "followup"]
+    statuses = pipeline.expected_statuses(exp, [])
+    assert [(s.unit.task, s.state) for s in statuses] == [
+        ("harmfulness", "done"),
+        ("score_prediction", "done"),
+    ]
+    assert pipeline.remaining_models(exp, rows) == [(), ()]
+    assert planning.plan_estimate(exp, rows, pipeline.remaining_models(exp, rows)).rows == [0.0, 0.0]
