@@ -236,6 +236,11 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     return frozenset()
 
 
+def native_bf16_flags(flags: Collection[str] | None = None) -> list[str]:
+    """The native bfloat16 flags (BF16_CPU_FLAGS) among `flags`, default this machine's, sorted."""
+    return sorted(set(BF16_CPU_FLAGS) & set(cpu_flags() if flags is None else flags))
+
+
 def choose_dtype(
     explicit: str | None,
     *,
@@ -257,7 +262,7 @@ def choose_dtype(
         return DtypeChoice(None, "set explicitly in the extra vLLM arguments")
     if not cpu:
         return DtypeChoice(None, "GPU: vLLM's default (auto, the model's own dtype)")
-    found = sorted(set(BF16_CPU_FLAGS) & set(cpu_flags() if flags is None else flags))
+    found = native_bf16_flags(flags)
     if found:
         return DtypeChoice("bfloat16", f"CPU with native bfloat16 ({', '.join(found)})")
     return DtypeChoice(

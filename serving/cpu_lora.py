@@ -29,14 +29,14 @@ from typing import Any
 import torch
 
 from em_persona.serving import CPU_LORA_ENV
-from em_persona.serving.command import BF16_CPU_FLAGS, cpu_flags
+from em_persona.serving.command import native_bf16_flags
 
 
 def compute_dtype(dtype: torch.dtype, flags: frozenset[str] | None = None) -> torch.dtype:
     """The dtype the products run in: float32 for half precision on a CPU that would emulate it."""
     if dtype not in (torch.bfloat16, torch.float16):
         return dtype
-    native = set(BF16_CPU_FLAGS) & set(cpu_flags() if flags is None else flags)
+    native = native_bf16_flags(flags)
     return dtype if native and dtype == torch.bfloat16 else torch.float32
 
 
@@ -46,7 +46,9 @@ def _grouped_matmul(
     """`einsum("bi,boi->bo", inputs, weights[indices])` without materialising `weights[indices]`,
     computed in `compute_dtype(dtype)` and returned in `dtype`."""
     stacked = weights.squeeze(dim=1) if weights.dim() == 4 else weights  # (loras, out, in)
-    work = _COMPUTE.setdefault(dtype, compute_dtype(dtype))
+    work = _COMPUTE.get(dtype)
+    if work is None:
+        work = _COMPUTE[dtype] = compute_dtype(dtype)
     x = inputs.to(dtype=work)
     n = indices.shape[0]
     if n == 0:

@@ -135,15 +135,8 @@ def _plan(
     distributed_executor_backend: str | None,
     extra_args: Sequence[str],
 ) -> ServerPreview:
-    """The checked command line and dtype: what start_server runs and preview_command shows."""
-    check_parallel_settings(
-        cpu=cpu,
-        tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size,
-        data_parallel_size=data_parallel_size,
-        distributed_executor_backend=distributed_executor_backend,
-        extra_args=extra_args,
-    )
+    """The command line and dtype: what start_server runs and preview_command shows (both have run
+    check_parallel_settings first)."""
     if cpu and max_model_len is None:
         max_model_len = cpu_max_model_len(model)
     choice = choose_dtype(dtype, cpu=cpu, extra_args=extra_args)
@@ -173,8 +166,9 @@ def check_parallel_settings(
     distributed_executor_backend: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> None:
-    """Raise ServeError listing every parallel setting this machine cannot serve (cpu: None asks
-    torch); start_server and preview_command run it too, the CLI runs it before saying it starts."""
+    """Raise ServeError listing every parallel setting this machine cannot serve, Ray asked for but
+    not installed included (cpu: None asks torch); start_server and preview_command run it first,
+    the CLI runs it before saying it starts."""
     cpu = on_cpu() if cpu is None else cpu
     sizes = {
         "tensor_parallel_size": tensor_parallel_size,
@@ -183,6 +177,12 @@ def check_parallel_settings(
     }
     problems = [parallel_problem(o, n, cpu=cpu, extra_args=extra_args) for o, n in sizes.items()]
     problems.append(executor_backend_problem(distributed_executor_backend, extra_args))
+    if distributed_executor_backend == "ray" and not ray_installed():
+        problems.append(
+            "distributed_executor_backend 'ray' needs Ray: pip install ray, then start the cluster "
+            "before serving (`ray start --head` on this node, `ray start --address=HEAD_IP:6379` on each "
+            "other node)"
+        )
     found = [p for p in problems if p]
     if found:
         raise ServeError("\n".join(found))
@@ -227,6 +227,15 @@ def preview_command(
     takes a free one at start, shown as PORT_CHOSEN_AT_START. Raises ServeError as start_server
     does for parallel settings this machine cannot serve.
     """
+    cpu = on_cpu()
+    check_parallel_settings(
+        cpu=cpu,
+        tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        data_parallel_size=data_parallel_size,
+        distributed_executor_backend=distributed_executor_backend,
+        extra_args=extra_args,
+    )
     model, default_name = _planned_base(str(base))
     planned = [
         Adapter(name=name, path=Path(folder).expanduser().resolve(), rank=rank)
@@ -236,7 +245,7 @@ def preview_command(
         model,
         served_name or default_name,
         planned,
-        cpu=on_cpu(),
+        cpu=cpu,
         host=host,
         port=PORT_CHOSEN_AT_START if port is None else port,
         max_model_len=max_model_len,
@@ -281,12 +290,14 @@ def start_server(
     replaces the vLLM command line (tests use it to simulate a failing server).
     """
     cpu = on_cpu()
-    if distributed_executor_backend == "ray" and not ray_installed():
-        raise ServeError(
-            "distributed_executor_backend 'ray' needs Ray: pip install ray, then start the cluster "
-            "before serving (`ray start --head` on this node, `ray start --address=HEAD_IP:6379` on each "
-            "other node)"
-        )
+    check_parallel_settings(
+        cpu=cpu,
+        tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        data_parallel_size=data_parallel_size,
+        distributed_executor_backend=distributed_executor_backend,
+        extra_args=extra_args,
+    )
     model, default_name = resolve_base(str(base))
     served_name = served_name or default_name
     checked = check_adapters(model, str(base), served_name, adapters or {})

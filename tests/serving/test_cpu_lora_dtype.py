@@ -38,3 +38,24 @@ def test_bfloat16_output_is_the_float32_product_rounded(monkeypatch: pytest.Monk
     torch.testing.assert_close(out, exact, rtol=0, atol=0)
     in_bf16 = x.to(torch.bfloat16).float() @ w[0].float().t()
     assert (in_bf16.to(torch.bfloat16) != exact).any()
+
+
+def test_cpuinfo_is_read_once_per_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    from em_persona.serving import command as command_mod
+
+    reads: list[int] = []
+
+    def counted() -> frozenset[str]:
+        reads.append(1)
+        return frozenset({"avx2"})
+
+    monkeypatch.setattr(command_mod, "cpu_flags", counted)
+    monkeypatch.setattr(grouped, "_COMPUTE", {})
+    x = torch.randn(3, 8)
+    w = torch.randn(1, 4, 8).to(torch.bfloat16)
+    idx = torch.zeros(3, dtype=torch.long)
+    for _ in range(2):
+        out = torch.zeros(3, 4, dtype=torch.bfloat16)
+        grouped.bgmv_shrink(x, w, out, idx, scaling=1.0)
+    assert len(reads) == 1
+    assert grouped._COMPUTE == {torch.bfloat16: torch.float32}

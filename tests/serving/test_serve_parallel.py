@@ -209,6 +209,7 @@ def test_preview_is_the_command_the_server_runs(
 def test_preview_before_training_and_without_a_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The plan runs before the adapters exist and before a port is chosen."""
     monkeypatch.setattr(serve_mod, "on_cpu", lambda: False)
+    monkeypatch.setattr(serve_mod, "ray_installed", lambda: True)
     monkeypatch.setattr(command_mod, "has_real_vllm", lambda: True)
     monkeypatch.setattr(command_mod.shutil, "which", lambda name: "/usr/bin/vllm")
     folder = tmp_path / "adapters" / "llama70b-insecure-code"
@@ -229,6 +230,20 @@ def test_preview_before_training_and_without_a_port(tmp_path: Path, monkeypatch:
     assert _segment(cmd, "--max-lora-rank") == ["--max-lora-rank", "32"]
     assert _segment(cmd, "--lora-modules") == ["--lora-modules", f"llama-insecure={folder.resolve()}"]
     assert not folder.exists()
+
+
+def test_preview_without_ray_refuses_as_the_server_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan (`em-persona run --dry-run`) refuses the Ray backend when Ray is not installed."""
+    monkeypatch.setattr(serve_mod, "on_cpu", lambda: False)
+    monkeypatch.setattr(serve_mod, "ray_installed", lambda: False)
+    with pytest.raises(ServeError, match="needs Ray: pip install ray") as info:
+        preview_command("meta-llama/Llama-3.1-70B-Instruct", distributed_executor_backend="ray")
+    assert "ray start --head" in str(info.value)
+    monkeypatch.setattr(serve_mod, "ray_installed", lambda: True)
+    assert (
+        "ray"
+        in preview_command("meta-llama/Llama-3.1-70B-Instruct", distributed_executor_backend="ray").command
+    )
 
 
 def test_preview_of_an_unbuilt_proxy_names_its_folder(
@@ -381,4 +396,20 @@ def test_cli_refuses_gpu_parallelism_on_cpu_and_bad_sizes(
     assert res.exit_code == 2 and "--tensor-parallel-size" in res.output
     res = runner.invoke(main, ["serve", "--base", str(fake_base), "--distributed-executor-backend", "slurm"])
     assert res.exit_code == 2 and "'ray'" in res.output
+    assert not recorded and read_state() is None
+
+
+def test_cli_refuses_ray_backend_without_ray_before_starting(
+    fake_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: list[list[str]]
+) -> None:
+    monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(serve_mod, "on_cpu", lambda: False)
+    monkeypatch.setattr(serve_mod, "ray_installed", lambda: False)
+    from em_persona.cli import main
+
+    res = CliRunner().invoke(
+        main, ["serve", "--base", str(fake_base), "--distributed-executor-backend", "ray"]
+    )
+    assert res.exit_code != 0 and "pip install ray" in res.output
+    assert "starting vLLM" not in res.output  # refused before it says it starts
     assert not recorded and read_state() is None
