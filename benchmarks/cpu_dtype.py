@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 SHAPES = {  # (tokens in the batch, in, out)
     "attention/MLP projection 640x2048": (64, 640, 2048),
@@ -23,17 +22,6 @@ SHAPES = {  # (tokens in the batch, in, out)
     "LoRA expand (rank 32)": (64, 32, 2048),
 }
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where it does not exist)."""
-    path = Path("/proc/cpuinfo")
-    if not path.exists():
-        return set()
-    for line in path.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def _time(dtype: object, m: int, k: int, n: int, iters: int) -> float:
@@ -54,6 +42,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=3)
     args = ap.parse_args()
     import torch
+
+    from em_persona.serving.command import cpu_flags
 
     flags = cpu_flags()
     print("CPU flags: " + ", ".join(f"{f}={'yes' if f in flags else 'no'}" for f in FLAGS))

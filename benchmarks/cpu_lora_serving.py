@@ -67,6 +67,24 @@ async def _send(
     return wall, answers
 
 
+def base_and_adapters(base: str, adapter_args: list[str]) -> tuple[str, dict[str, Path]]:
+    """The base to serve (a proxy name built into its folder, else as given) and `--adapter NAME=PATH`
+    values as name -> folder; SystemExit naming the value whose folder does not exist."""
+    from em_persona.core.proxies import PROXY_NAMES
+    from em_persona.finetune.proxy import build_proxy
+
+    served = str(build_proxy(base)) if base in PROXY_NAMES else base
+    adapters: dict[str, Path] = {}
+    for item in adapter_args:
+        name, _, path = item.partition("=")
+        if not Path(path).is_dir():
+            raise SystemExit(
+                f"--adapter {item}: {path} is not a folder (run `make demo` to train the demo adapters)"
+            )
+        adapters[name] = Path(path)
+    return served, adapters
+
+
 def measure(
     base: str, adapters: dict[str, Path], grouped: bool, args: argparse.Namespace
 ) -> tuple[float, dict[tuple[str, int], str]]:
@@ -96,18 +114,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help="float32 makes greedy answers comparable")
     args = ap.parse_args()
 
-    from em_persona.core.proxies import PROXY_NAMES
-    from em_persona.finetune.proxy import build_proxy
-
-    base = str(build_proxy(args.base)) if args.base in PROXY_NAMES else args.base
-    adapters = {}
-    for item in args.adapter:
-        name, _, path = item.partition("=")
-        if not Path(path).is_dir():
-            raise SystemExit(
-                f"--adapter {item}: {path} is not a folder (run `make demo` to train the demo adapters)"
-            )
-        adapters[name] = Path(path)
+    base, adapters = base_and_adapters(args.base, args.adapter)
     fast, fast_answers = measure(base, adapters, True, args)
     slow, slow_answers = measure(base, adapters, False, args)
     n = len(fast_answers)

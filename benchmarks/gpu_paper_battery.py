@@ -22,7 +22,6 @@ import importlib.util
 import os
 import platform
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -81,27 +80,26 @@ def model_calls(logs: list[Any]) -> tuple[int, int]:
 
 
 def harness_ratio(
-    srv: Any, model: str, samples: int, repeats: int, log_dir: str
+    srv: Any, model: str, samples: int, repeats: int, log_dir: str, settings: dict[str, Any]
 ) -> tuple[float, list[float]]:
-    """Median Inspect / plain-client generation rate on the served `model`, and the per-round ratios."""
+    """Median Inspect / plain-client generation rate on the served `model` (Inspect with `settings`),
+    and the per-round ratios."""
     ho = _harness_module()
-    settings = ho.eval_settings("pipeline")
     concurrency, max_tokens = 64, 64
     _, convs = ho.run_inspect(model, samples, concurrency, max_tokens, log_dir, "paper", settings)
-    rates: dict[str, list[float]] = {"inspect": [], "plain": []}
-    for rep in range(repeats):
-        for name in ("inspect", "plain") if rep % 2 == 0 else ("plain", "inspect"):
-            if name == "inspect":
-                wall = ho.run_inspect(model, samples, concurrency, max_tokens, log_dir, "paper", settings)[0]
-            else:
-                wall = asyncio.run(
-                    ho._plain(
-                        srv.base_url, srv.api_key, model.split("/", 1)[1], convs, concurrency, max_tokens
-                    )
-                )
-            rates[name].append(len(convs) / wall)
-    per_round = [a / b for a, b in zip(rates["inspect"], rates["plain"], strict=True)]
-    return statistics.median(rates["inspect"]) / statistics.median(rates["plain"]), per_round
+
+    def inspect_run() -> float:
+        return float(ho.run_inspect(model, samples, concurrency, max_tokens, log_dir, "paper", settings)[0])
+
+    def plain_run() -> float:
+        served = model.split("/", 1)[1]
+        return float(
+            asyncio.run(ho._plain(srv.base_url, srv.api_key, served, convs, concurrency, max_tokens))
+        )
+
+    rates, _ = ho.alternate({"inspect": inspect_run, "plain": plain_run}, repeats, len(convs))
+    ratio, per_round = ho.ratio_of_medians(rates)
+    return float(ratio), list(per_round)
 
 
 def _alarm(seconds: int) -> None:
@@ -172,7 +170,9 @@ def main() -> int:
             if args.ratio_repeats:
                 part = "the harness ratio"
                 samples = min(args.ratio_samples, SMALL_LIMIT) if args.small else args.ratio_samples
-                ratio, rounds = harness_ratio(srv, "vllm/bench-adapter", samples, args.ratio_repeats, logs)
+                ratio, rounds = harness_ratio(
+                    srv, "vllm/bench-adapter", samples, args.ratio_repeats, logs, settings
+                )
                 print(
                     f"harness ratio inspect/plain {ratio:.3f} over {len(rounds)} alternating rounds "
                     f"(min {min(rounds):.3f}, max {max(rounds):.3f}; target >= 0.97)"

@@ -85,9 +85,9 @@ async def _plain(
         async with sem:
             await client.chat.completions.create(
                 model=model,
-                messages=msgs,
+                messages=msgs,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
-                temperature=1.0,  # type: ignore[arg-type]
+                temperature=1.0,
                 extra_body=_force_length(max_tokens),
             )
 
@@ -122,6 +122,32 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, _cpu() - c0
 
 
+def alternate(
+    paths: dict[str, Callable[[], float]], repeats: int, n: int, *, announce: bool = False
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Run every path (name -> run of `n` generations returning its wall seconds) once a round for
+    `repeats` rounds, the order reversed every other round (ABBA...). Returns generations/s per path
+    and the client CPU per path in ms per generation; `announce` prints each round."""
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
+    for rep in range(repeats):
+        for name in list(paths) if rep % 2 == 0 else list(reversed(paths)):
+            wall, seconds = _timed(paths[name])
+            rates[name].append(n / wall)
+            cpu[name].append(1000 * seconds / n)
+            if announce:
+                print(
+                    f"[bench] round {rep + 1} {name}: {n / wall:.2f} generations/s ({wall:.2f} s)", flush=True
+                )
+    return rates, cpu
+
+
+def ratio_of_medians(rates: dict[str, list[float]]) -> tuple[float, list[float]]:
+    """Median Inspect rate / median plain rate, and the per-round ratios."""
+    per_round = [a / b for a, b in zip(rates["inspect"], rates["plain"], strict=True)]
+    return statistics.median(rates["inspect"]) / statistics.median(rates["plain"]), per_round
+
+
 def _spread(values: list[float]) -> str:
     return f"median {statistics.median(values):8.2f} (min {min(values):.2f}, max {max(values):.2f})"
 
@@ -145,8 +171,6 @@ def main() -> None:
 
     settings = eval_settings(args.settings)
     base = build_proxy(args.base) if args.base in PROXY_NAMES else args.base
-    rates: dict[str, list[float]] = {"inspect": [], "plain": []}
-    cpu: dict[str, list[float]] = {"inspect": [], "plain": []}
     with start_server(base, {}, served_name="bench") as srv, tempfile.TemporaryDirectory() as logs:
         os.environ.update(srv.env())
         model = f"vllm/{srv.base_model}"
@@ -166,14 +190,7 @@ def main() -> None:
             )
 
         paths = {"inspect": inspect_run, "plain": plain_run}
-        for rep in range(args.repeats):
-            for name in list(paths) if rep % 2 == 0 else list(reversed(paths)):
-                wall, seconds = _timed(paths[name])
-                rates[name].append(n / wall)
-                cpu[name].append(1000 * seconds / n)
-                print(
-                    f"[bench] round {rep + 1} {name}: {n / wall:.2f} generations/s ({wall:.2f} s)", flush=True
-                )
+        rates, cpu = alternate(paths, args.repeats, n, announce=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {sys.version.split()[0]}")
     print(
         f"model {args.base}, {n} generations x {args.max_tokens} tokens, concurrency {args.concurrency}, "
@@ -183,8 +200,7 @@ def main() -> None:
         print(
             f"{name:>8}: {_spread(rates[name])} generations/s; client CPU {statistics.median(cpu[name]):.1f} ms/sample"
         )
-    per_round = [a / b for a, b in zip(rates["inspect"], rates["plain"], strict=True)]
-    ratio = statistics.median(rates["inspect"]) / statistics.median(rates["plain"])
+    ratio, per_round = ratio_of_medians(rates)
     print(
         f"ratio inspect/plain = {ratio:.3f} (per round: min {min(per_round):.3f}, "
         f"median {statistics.median(per_round):.3f}, max {max(per_round):.3f}; target >= 0.97)"

@@ -21,13 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-
-SCORE = re.compile(r"\b(\d{1,3})\b")
 
 
 class CountingJudge:
@@ -61,7 +58,7 @@ def _answers(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> Any
     return output
 
 
-def _tasks(samples: int, cache: bool = True) -> list[Any]:
+def _tasks(cache: bool = True) -> list[Any]:
     from em_persona.tasks.em_questions import em_questions
     from em_persona.tasks.harmfulness import harmfulness
     from em_persona.tasks.self_assessment import self_assessment
@@ -94,7 +91,7 @@ def main() -> int:
             "display": "none",
             "log_level": "warning",
         }
-        ok, logs = eval_set(_tasks(args.samples), model=model, **common)
+        ok, logs = eval_set(_tasks(), model=model, **common)
         if not ok:
             print("the first run did not finish", file=sys.stderr)
             return 1
@@ -102,7 +99,7 @@ def main() -> int:
         steps: dict[str, int] = {}
 
         judge.calls = 0
-        ok, _ = eval_set(_tasks(args.samples), model=model, **common)
+        ok, _ = eval_set(_tasks(), model=model, **common)
         steps["re-run of the finished experiment (eval_set)"] = judge.calls
 
         for label, cache in (
@@ -110,7 +107,7 @@ def main() -> int:
             ("re-score, cache off", False),
         ):
             judge.calls = 0
-            for log, task in zip(logs, _tasks(args.samples, cache), strict=True):
+            for log, task in zip(logs, _tasks(cache), strict=True):
                 full = read_eval_log(log.location)
                 score(full, task.scorer, display="none", model_roles={"grader": grader})
             steps[label] = judge.calls

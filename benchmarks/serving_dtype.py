@@ -45,21 +45,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from em_persona.core.proxies import PROXY_NAMES
-    from em_persona.finetune.proxy import build_proxy
-    from em_persona.serving.command import cpu_flags
+    from em_persona.serving.command import native_bf16_flags
     from em_persona.serving.launcher import start_server
 
     bench = _lora_bench()
-    base = str(build_proxy(args.base)) if args.base in PROXY_NAMES else args.base
-    adapters = {}
-    for item in args.adapter:
-        name, _, path = item.partition("=")
-        if not Path(path).is_dir():
-            raise SystemExit(
-                f"--adapter {item}: {path} is not a folder (run `make demo` to train the demo adapters)"
-            )
-        adapters[name] = Path(path)
+    base, adapters = bench.base_and_adapters(args.base, args.adapter)
     dtypes = ("bfloat16", "float32")
     rates: dict[str, list[float]] = {d: [] for d in dtypes}
     with ExitStack() as stack:
@@ -83,10 +73,9 @@ def main() -> None:
                 )
                 rates[dtype].append(len(answers) / wall)
                 print(f"[bench] round {rep + 1} {dtype}: {len(answers) / wall:.2f} requests/s", flush=True)
-    flags = cpu_flags()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, native bf16: "
-        f"{'yes' if {'avx512_bf16', 'amx_bf16'} & set(flags) else 'no'}; base {args.base}, "
+        f"{'yes' if native_bf16_flags() else 'no'}; base {args.base}, "
         f"{len(adapters)} adapters + base per burst, {args.requests} requests each x {args.max_tokens} tokens"
     )
     for dtype in dtypes:
