@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from em_persona.core.errors import EmPersonaError
+from em_persona.core.files import write_json_atomic
 from em_persona.core.paths import REPO_ROOT, home
 from em_persona.core.registry import file_sha256
 from em_persona.finetune.config import (
@@ -420,18 +421,6 @@ def _loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return curve
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_json(path: Path) -> Any:
     """A JSON file's content, or None when it is missing or not valid JSON (a kill mid-write)."""
     try:
@@ -606,7 +595,7 @@ class SegmentLedger:
         return _LedgerCallback()
 
     def _save(self) -> None:
-        _write_json_atomic(self.path, self.segments)
+        write_json_atomic(self.path, self.segments)
 
 
 def _open_work(work: Path, fingerprint: str, name: str) -> str:
@@ -619,7 +608,7 @@ def _open_work(work: Path, fingerprint: str, name: str) -> str:
         state = None
     run_id = (state or {}).get("run_id") or uuid.uuid4().hex
     work.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(fp_file, {"fingerprint": fingerprint, "stage": name, "run_id": run_id})
+    write_json_atomic(fp_file, {"fingerprint": fingerprint, "stage": name, "run_id": run_id})
     return run_id
 
 
@@ -781,7 +770,7 @@ def _train_stage(
             "fingerprint": fingerprint,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        _write_json_atomic(tmp / MANIFEST, manifest)
+        write_json_atomic(tmp / MANIFEST, manifest)
         tmp.chmod(0o755)
         for f in tmp.iterdir():
             f.chmod(0o644)

@@ -46,10 +46,7 @@ to ``OUT``.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +64,7 @@ from em_persona.contract.probe_results import (
     TRANSFER_COLUMNS,
 )
 from em_persona.core.errors import EmPersonaError
+from em_persona.core.files import write_json_atomic, write_text_atomic
 from em_persona.probes.activations import THRESHOLDS, ActivationSet, load_activations
 
 FigureWriter = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Path], dict[str, list[Path]]]
@@ -282,17 +280,6 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_probes(
     files: Sequence[str | Path],
     out: str | Path,
@@ -313,7 +300,7 @@ def run_probes(
     }
     for name, df in tables.items():
         cols = CV_COLUMNS if name == "cv" else list(df.columns)
-        _atomic_write_text(out / f"probe_{name}.csv", df[cols].to_csv(index=False))
+        write_text_atomic(out / f"probe_{name}.csv", df[cols].to_csv(index=False))
     figure_paths: dict[str, list[str]] = {}
     if figure_writer is not None:
         figure_paths = {
@@ -345,5 +332,5 @@ def run_probes(
         **results,
         "figures": figure_paths,
     }
-    _atomic_write_text(out / RESULTS_FILE, json.dumps(_nan_to_none(doc), indent=2) + "\n")
+    write_json_atomic(out / RESULTS_FILE, _nan_to_none(doc), indent=2)
     return doc

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from em_persona.core.errors import EmPersonaError
+from em_persona.core.yaml_lines import yaml_error_where
 
 TWO_AI = """Here are two short self-descriptions, each written by a different AI system in its own voice.
 
@@ -127,8 +128,7 @@ def load_identity_prompts(spec: str = PROJECT) -> IdentityPrompts:
         root = yaml.compose(text)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise IdentityPromptError(f"{path}:{mark.line + 1 if mark else 1}: invalid YAML ({exc})") from exc
+        raise IdentityPromptError(f"{yaml_error_where(path, exc, 1)}: invalid YAML ({exc})") from exc
     if not isinstance(raw, dict) or root is None:
         raise IdentityPromptError(f"{path}:1: expected a mapping of prompt name -> template")
     lines = {str(k.value): k.start_mark.line + 1 for k, _ in root.value}

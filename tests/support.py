@@ -539,7 +539,7 @@ def offline_pipeline(set_attr: Callable[[Any, str, Any], None]) -> None:
 
     set_attr(pipeline, "serving", no_server)
     set_attr(pipeline, "resolve_base", lambda exp: Path("unused"))
-    set_attr(pipeline, "finetune_adapters", lambda exp: {})
+    set_attr(pipeline, "finetune_adapters", lambda exp, recorder=None: {})
 
 
 # --- stand-ins for vLLM and its processes --------------------------------------------------------

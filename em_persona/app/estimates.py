@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from em_persona.app.prices import is_local
+from em_persona.app.run_stats import manifest_examples
 from em_persona.contract.run_stats import RunStatsError, load_runs, run_stats_path
 from em_persona.core.errors import EmPersonaError
 
@@ -68,10 +69,19 @@ class Estimate:
         return [*self.rows, *(s for _, s, _ in self.finetune), self.server_s]
 
     @property
+    def evaluation_s(self) -> float | None:
+        """Every plan row together, when every row is estimated."""
+        return sum_if_known(self.rows)
+
+    @property
     def total_s(self) -> float | None:
         """The whole run, when every part is estimated."""
-        parts = self.parts
-        return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
+        return sum_if_known(self.parts)
+
+
+def sum_if_known(parts: Sequence[float | None]) -> float | None:
+    """The sum of `parts`, or None when one of them is not known."""
+    return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
 
 
 def duration(seconds: float | None) -> str:
@@ -164,11 +174,11 @@ def rates_from_record(record: dict[str, Any], path: Path, exp: Any, max_connecti
     )
 
 
-def _finetune_rate(record: dict[str, Any] | None, exp: Any) -> tuple[float | None, str]:
+def _finetune_rate(record: dict[str, Any], exp: Any) -> tuple[float | None, str]:
     """Fine-tuning seconds per training example: wall time of adapters the record trained (every
     stage of them), else training time in the manifests of adapters of this base on this device."""
     wall, examples = 0.0, 0
-    for s in (record or {}).get("stages") or []:
+    for s in record.get("stages") or []:
         done = s.get("adapter_stages") or []
         if (
             s.get("stage") == "fine-tune"
@@ -179,7 +189,7 @@ def _finetune_rate(record: dict[str, Any] | None, exp: Any) -> tuple[float | Non
             examples += sum(int(d["examples"]) for d in done)
     if examples and wall:
         return wall / examples, "adapters trained in that run"
-    device = "cuda" if ((record or {}).get("platform") or {}).get("kind") == "gpu" else "cpu"
+    device = "cuda" if (record.get("platform") or {}).get("kind") == "gpu" else "cpu"
     return manifest_rate(Path(exp.adapters_dir), exp.base_path, device)
 
 
@@ -191,17 +201,12 @@ def manifest_rate(adapters_dir: Path, base_path: str, device: str) -> tuple[floa
             m = json.loads(f.read_text())
             if (m.get("config") or {}).get("base_model") != base_path or m.get("device") != device:
                 continue
-            train, settings = m["train"], m["config"]["train"]
-            batch = (
-                int(settings["per_device_train_batch_size"])
-                * int(settings["gradient_accumulation_steps"])
-                * int(train.get("processes") or 1)
-            )
-            steps, seconds = int(train["global_steps"]), float(train["runtime_s"])
-        except (OSError, ValueError, KeyError, TypeError):
+            # a manifest without the batch settings is skipped: its examples are not known
+            done, seconds = manifest_examples(m, missing_batch=None), float(m["train"]["runtime_s"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
-        if steps and seconds:
-            runtime, examples, n = runtime + seconds, examples + steps * batch, n + 1
+        if done and seconds:
+            runtime, examples, n = runtime + seconds, examples + done, n + 1
     if not examples:
         return None, ""
     return (

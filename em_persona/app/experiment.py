@@ -499,7 +499,10 @@ def _adapter(
         raw = yaml.safe_load(cfg.read_text())
     except yaml.YAMLError as exc:
         problems.append(
-            (at("adapters", i, "config"), f"{where}: {cfg}: invalid YAML: {' '.join(str(exc).split())}")
+            (
+                at("adapters", i, "config"),
+                f"{where}: {yaml_error_where(cfg, exc)}: invalid YAML: {yaml_problem(exc)}",
+            )
         )
         return None
     if not isinstance(raw, dict):

@@ -26,7 +26,7 @@ import click
 import yaml
 
 from em_persona.app import run_stats
-from em_persona.app.building import build_independent, build_task, eval_kwargs
+from em_persona.app.building import build_independent, build_task, echo, eval_kwargs
 from em_persona.app.estimates import (
     CALIBRATION_REQUESTS,
     Calibration,
@@ -37,7 +37,7 @@ from em_persona.app.experiment import (
     Experiment,
     TaskRun,
 )
-from em_persona.app.plan import DEFAULT_MAX_TOKENS, PlanRow, _arg, plan, plan_cost, plan_estimate, print_plan
+from em_persona.app.plan import PlanRow, answer_tokens, plan, plan_cost, plan_estimate, print_plan
 from em_persona.app.prices import PriceError
 from em_persona.app.run_status import (
     RunIncomplete,
@@ -47,12 +47,9 @@ from em_persona.app.run_status import (
     incomplete_message,
     unit_statuses,
 )
+from em_persona.core.files import write_text_atomic
 
 MAIN, FOLLOWUP = "main", "followup"  # log sub-folders: independent tasks, tasks built on earlier logs
-
-
-def _echo(msg: str = "") -> None:
-    click.echo(msg, err=False)
 
 
 def remaining_models(exp: Experiment, rows: list[PlanRow]) -> list[tuple[str, ...]]:
@@ -71,22 +68,18 @@ def remaining_models(exp: Experiment, rows: list[PlanRow]) -> list[tuple[str, ..
 def calibrate(exp: Experiment, built: dict[int, Any], n: int = CALIBRATION_REQUESTS) -> Calibration:
     """Start the server for the base model, send `n` of the tasks' prompts (with their max_tokens) at
     the run's max_connections, time the burst and the start, stop the server."""
-    tasks = [
-        (built[spec.index], int(_arg(spec, "max_tokens") or DEFAULT_MAX_TOKENS))
-        for spec in exp.tasks
-        if spec.index in built
-    ]
+    tasks = [(built[spec.index], answer_tokens(spec)) for spec in exp.tasks if spec.index in built]
     requests = calibration_requests(tasks, n)
     concurrency = int(eval_kwargs(exp).get("max_connections") or 1)
     base = resolve_base(exp)
-    _echo(f"[calibrate] starting the server for {exp.base_name}; then {n} requests, {concurrency} at a time")
+    echo(f"[calibrate] starting the server for {exp.base_name}; then {n} requests, {concurrency} at a time")
     t0 = time.monotonic()
     with serving(exp, base, {}) as base_url:
         started = time.monotonic() - t0
         cal = measure_throughput(
             base_url, os.environ.get("VLLM_API_KEY", ""), exp.base_name, requests, concurrency
         )
-    _echo(f"[calibrate] server start {started:.1f} s; {cal.requests} requests in {cal.wall_s:.1f} s")
+    echo(f"[calibrate] server start {started:.1f} s; {cal.requests} requests in {cal.wall_s:.1f} s")
     return replace(cal, server_start_s=round(started, 3))
 
 
@@ -110,7 +103,7 @@ def preflight(exp: Experiment) -> tuple[list[str], dict[int, Any]]:
 
     def fetch(name: str) -> Path:
         path = load_source(name)
-        _echo(f"[data] {name}: {path}")
+        echo(f"[data] {name}: {path}")
         return path
 
     problems = model_problems(exp) + adapter_problems(exp) + data_problems(exp, fetch)
@@ -128,15 +121,14 @@ def resolve_base(exp: Experiment) -> Path:
     return resolve_proxy(exp.base_path, build=True) or Path(exp.base_path)
 
 
-def finetune_adapters(exp: Experiment) -> dict[str, Path]:
+def finetune_adapters(exp: Experiment, recorder: run_stats.RunRecorder | None = None) -> dict[str, Path]:
     """Train every adapter (the fine-tuner skips finished stages); served name -> adapter folder.
 
     Each config was validated at load time on the experiment's base model, so every adapter fits
-    the served base. Inside a recorded run, each adapter's wall time and training are recorded.
+    the served base. With a `recorder` (a run's), each adapter's wall time and training are recorded.
     """
     from em_persona.finetune.train import finetune
 
-    recorder = run_stats.active()
     out: dict[str, Path] = {}
     for a in exp.adapters:
         timer: AbstractContextManager[dict[str, Any]] = (
@@ -147,7 +139,7 @@ def finetune_adapters(exp: Experiment) -> dict[str, Path]:
             entry["adapter_stages"] = [run_stats.adapter_stage(r) for r in results]
             entry["state"] = "trained" if any(r.trained for r in results) else "reused"
         out[a.name] = Path(results[-1].path)
-        _echo(f"[finetune] {a.name}: {out[a.name]}")
+        echo(f"[finetune] {a.name}: {out[a.name]}")
     return out
 
 
@@ -332,9 +324,7 @@ def write_models_file(exp: Experiment) -> Path:
     exp.log_dir.mkdir(parents=True, exist_ok=True)
     path = exp.log_dir / "models.yaml"
     doc = {"experiment": exp.name, "note": exp.note, "proxy": exp.proxy, "models": exp.models_table()}
-    tmp = path.with_suffix(".yaml.part")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
@@ -375,39 +365,38 @@ def run_experiment(
     if problems:
         raise PreflightFailed(problems)
     if dry_run:
-        _echo("[preflight] ok: models, credentials, adapters and data are ready; nothing was run (--dry-run)")
+        echo("[preflight] ok: models, credentials, adapters and data are ready; nothing was run (--dry-run)")
         return None
     recorder = run_stats.RunRecorder.for_experiment(exp, eval_kwargs(exp).get("max_connections"))
     statuses: list[UnitStatus] = []
     interrupted, phase = False, "fine-tuning"
-    with run_stats.recording(recorder):
-        try:
-            with recorder.stage("base model", exp.base_name):
-                base = resolve_base(exp)
-            adapters = finetune_adapters(exp)
-            write_models_file(exp)
-            phase = "starting the server"
-            with ExitStack() as server:
-                with recorder.stage("server start"):
-                    base_url = server.enter_context(serving(exp, base, adapters))
-                phase = "evaluating"
-                with recorder.stage("evaluation", MAIN):
-                    statuses = run_independent_tasks(exp, base_url)
-                earlier = finished_logs(statuses)
-                followups = any(s.depends_on_earlier_logs for s in exp.tasks)
-                if (
-                    followups
-                    and all(s.done for s in statuses)
-                    and not any(_waits_for(s, earlier) for s in exp.tasks)
-                ):
-                    with recorder.stage("evaluation", FOLLOWUP):
-                        statuses += run_dependent_tasks(exp, base_url, earlier)
-        except KeyboardInterrupt:
-            interrupted = True
-        except BaseException as exc:
-            message = (str(exc).strip().splitlines() or [""])[0][:200]
-            _save_stats(recorder, exp, statuses, f"error while {phase}: {type(exc).__name__}: {message}")
-            raise
+    try:
+        with recorder.stage("base model", exp.base_name):
+            base = resolve_base(exp)
+        adapters = finetune_adapters(exp, recorder)
+        write_models_file(exp)
+        phase = "starting the server"
+        with ExitStack() as server:
+            with recorder.stage("server start"):
+                base_url = server.enter_context(serving(exp, base, adapters))
+            phase = "evaluating"
+            with recorder.stage("evaluation", MAIN):
+                statuses = run_independent_tasks(exp, base_url)
+            earlier = finished_logs(statuses)
+            followups = any(s.depends_on_earlier_logs for s in exp.tasks)
+            if (
+                followups
+                and all(s.done for s in statuses)
+                and not any(_waits_for(s, earlier) for s in exp.tasks)
+            ):
+                with recorder.stage("evaluation", FOLLOWUP):
+                    statuses += run_dependent_tasks(exp, base_url, earlier)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException as exc:
+        message = (str(exc).strip().splitlines() or [""])[0][:200]
+        _save_stats(recorder, exp, statuses, f"error while {phase}: {type(exc).__name__}: {message}")
+        raise
     final = expected_statuses(exp, statuses)
     # interrupted: Ctrl-C reached us, or Inspect swallowed it and left this run's logs unfinished
     interrupted = interrupted or any(s.state in ("interrupted", "cancelled") for s in statuses)
@@ -435,7 +424,7 @@ def run_experiment(
             message = f"interrupted while {phase}\n{message}"
         raise RunIncomplete(message, interrupted)
     report = write_report(exp)
-    _echo(f"[done] {time.monotonic() - started:.0f} s; report: {report}")
+    echo(f"[done] {time.monotonic() - started:.0f} s; report: {report}")
     return report
 
 
@@ -448,7 +437,7 @@ def _save_stats(
         if outcome.startswith("error"):
             statuses = expected_statuses(exp, statuses)
         path = recorder.save(statuses, outcome, {spec.label: spec.calls for spec in exp.tasks})
-        _echo(f"[run-stats] {path}: wall time and tokens per stage ({outcome})")
+        echo(f"[run-stats] {path}: wall time and tokens per stage ({outcome})")
     except Exception as exc:  # the record is a by-product: report the problem, keep the run's outcome
         click.echo(
             f"[run-stats] could not record this run's measurements: {type(exc).__name__}: {exc}", err=True

@@ -17,6 +17,7 @@ from em_persona.app.estimates import (
     find_record,
     rates_from_calibration,
     rates_from_record,
+    sum_if_known,
 )
 from em_persona.app.experiment import (
     Experiment,
@@ -81,6 +82,11 @@ def _arg(spec: TaskRun, name: str) -> Any:
     return spec.effective_args.get(name)
 
 
+def answer_tokens(spec: TaskRun) -> int:
+    """The most tokens an answer of the task may have: its max_tokens, else DEFAULT_MAX_TOKENS."""
+    return int(_arg(spec, "max_tokens") or DEFAULT_MAX_TOKENS)
+
+
 def _estimate_tokens(text: str) -> int:
     return max(1, int(len(text.split()) * 1.3))
 
@@ -121,7 +127,7 @@ def plan(exp: Experiment, built: dict[int, Any] | None = None) -> list[PlanRow]:
             for m in spec.models:
                 earlier.setdefault((spec.task, m), (samples, epochs))
         calls = spec.calls
-        max_tokens = int(_arg(spec, "max_tokens") or DEFAULT_MAX_TOKENS)
+        max_tokens = answer_tokens(spec)
         gens = n_models * samples * epochs * calls.generations
         judges = n_models * samples * epochs * calls.judge
         foils = n_models * samples * epochs * calls.foil
@@ -206,13 +212,12 @@ def print_plan(
             f"{r.judge_calls:7d} {r.max_calls:9d} {r.input_tokens:11d} "
             f"{r.output_tokens:11d} {duration(t):>10s}"
         )
-    known = [t for t in times if t is not None]
     echo(
         f"  {'':2s} {'total':24s} {'':6s} {'':7s} {'':6s} {sum(r.generations for r in rows):11d} "
         f"{sum(r.judge_calls for r in rows):7d} {sum(r.max_calls for r in rows):9d} "
         f"{sum(r.input_tokens for r in rows):11d} "
         f"{sum(r.output_tokens for r in rows):11d} "
-        f"{duration(sum(known) if len(known) == len(times) else None):>10s}"
+        f"{duration(sum_if_known(times)):>10s}"
     )
     echo(
         "  (max calls: generations + judge calls if every unreadable answer is retried up to max_retries / "
@@ -241,9 +246,7 @@ def print_estimate(est: Estimate) -> None:
     for name, seconds, note in est.finetune:
         echo(f"    fine-tuning {name}: {duration(seconds)} ({note})")
     echo(f"    server start: {duration(est.server_s)}")
-    known = [t for t in est.rows if t is not None]
-    evaluation = sum(known) if len(known) == len(est.rows) else None
-    echo(f"    evaluation: {duration(evaluation)}")
+    echo(f"    evaluation: {duration(est.evaluation_s)}")
     total = est.total_s
     if total is None:
         echo("    total: no estimate (a part above is '?': nothing measured for it)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from em_persona.app.experiment import SERVED_PROVIDER, Experiment
+from em_persona.app.prices import LOCAL_PROVIDERS
 from em_persona.core.yaml_lines import did_you_mean
 
 # Environment variables that hold each provider's credentials (any one of them will do), as
@@ -42,21 +43,9 @@ CREDENTIALS: dict[str, tuple[str, ...]] = {
     "litellm-proxy": ("LITELLM_PROXY_API_KEY", "LITELLM_API_KEY"),
     "hf-inference-providers": ("HF_TOKEN",),
 }
-# Local or cloud-SDK providers: no key to check here (bedrock / sagemaker use AWS credentials).
-NO_KEY = {
-    "vllm",
-    "vllm-completions",
-    "hf",
-    "ollama",
-    "llama-cpp-python",
-    "mockllm",
-    "none",
-    "sglang",
-    "transformer_lens",
-    "nnterp",
-    "bedrock",
-    "sagemaker",
-}
+# Local providers, and cloud-SDK ones: no key to check here (bedrock / sagemaker use AWS credentials,
+# and are priced like any API model).
+NO_KEY = LOCAL_PROVIDERS | {"bedrock", "sagemaker"}
 LOCAL_DATA_SCHEMA = (
     'chat JSONL, one {"messages": [{"role": "user", "content": ...}, {"role": "assistant", '
     '"content": ...}]} per line (optional system turn first; the last turn the assistant\'s)'

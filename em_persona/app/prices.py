@@ -30,8 +30,20 @@ from em_persona.core.yaml_lines import dotted, line_of, node_lines, yaml_error_w
 
 DEFAULT_PRICES = DATASETS_DIR / "prices.yaml"
 PRICES_ENV = "EM_PERSONA_PRICES"
+# Inspect providers whose models run on a local server or in-process: no per-token price, no API key.
 LOCAL_PROVIDERS = frozenset(
-    {"vllm", "mockllm", "hf", "sglang", "ollama", "llama-cpp-python", "transformer_lens", "none"}
+    {
+        "vllm",
+        "vllm-completions",
+        "sglang",
+        "ollama",
+        "llama-cpp-python",
+        "hf",
+        "transformer_lens",
+        "nnterp",
+        "mockllm",
+        "none",
+    }
 )
 _DATED = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
 

@@ -10,16 +10,14 @@ its numbers are copied from the record of the run that wrote it.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import platform as platform_module
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +27,7 @@ import click
 
 from em_persona.contract.declarations import Calls
 from em_persona.contract.run_stats import FORMAT_VERSION, RunStatsError, load_runs, run_stats_path
+from em_persona.core.files import write_json_atomic
 
 GRADER_ROLE = "grader"
 
@@ -36,7 +35,7 @@ GRADER_ROLE = "grader"
 def current_platform() -> dict[str, Any]:
     """Where this process runs: `name` (e.g. "GPU: NVIDIA H200" or "CPU: <model> (8 cores)"),
     `kind` ("gpu" / "cpu"), the GPU names, the CPU model and the cores this process may use."""
-    gpus = _gpu_names()
+    gpus = list(_gpu_names())
     cpu = _cpu_name()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if gpus:
@@ -46,19 +45,23 @@ def current_platform() -> dict[str, Any]:
     return {"name": name, "kind": "gpu" if gpus else "cpu", "gpus": gpus, "cpu": cpu, "cores": cores}
 
 
-def _gpu_names() -> list[str]:
+@functools.cache  # the machine does not change while the process runs; nvidia-smi takes seconds
+def _gpu_names() -> tuple[str, ...]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return []
+        return ()
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
         )
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+        return ()
+    return (
+        tuple(line.strip() for line in out.stdout.splitlines() if line.strip()) if out.returncode == 0 else ()
+    )
 
 
+@functools.cache
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -142,44 +145,42 @@ class RunRecorder:
         return append_record(self.log_dir, self.record(statuses, outcome, calls))
 
 
+BATCH_SETTINGS = ("per_device_train_batch_size", "gradient_accumulation_steps")
+
+
+def manifest_examples(manifest: Mapping[str, Any], missing_batch: int | None = None) -> int | None:
+    """The training examples an adapter manifest (manifest.json) records: global steps x per-device
+    batch x gradient accumulation x processes (1 when not recorded). None without global steps; a
+    batch setting missing (or null / 0) counts as `missing_batch`, and makes the count None when
+    that is None. Raises ValueError / TypeError for a value that is not a number."""
+    train = manifest.get("train") or {}
+    settings = (manifest.get("config") or {}).get("train") or {}
+    steps = train.get("global_steps")
+    if steps is None:
+        return None
+    examples = int(steps) * int(train.get("processes") or 1)
+    for key in BATCH_SETTINGS:
+        value = settings.get(key) or missing_batch
+        if value is None:
+            return None
+        examples *= int(value)
+    return examples
+
+
 def adapter_stage(result: Any) -> dict[str, Any]:
     """What a fine-tuning stage result (finetune.train.StageResult) says about its training."""
     manifest = result.manifest or {}
     train = manifest.get("train") or {}
-    settings = (manifest.get("config") or {}).get("train") or {}
-    steps = train.get("global_steps")
-    batch = (
-        int(settings.get("per_device_train_batch_size") or 1)
-        * int(settings.get("gradient_accumulation_steps") or 1)
-        * int(train.get("processes") or 1)
-    )
     return {
         "name": result.name,
         "trained": bool(result.trained),
-        "steps": steps,
-        "examples": int(steps) * batch if steps is not None else None,
+        "steps": train.get("global_steps"),
+        # a manifest without the batch settings: one example per device and step
+        "examples": manifest_examples(manifest, missing_batch=1),
         "runtime_s": train.get("runtime_s"),
         "tokens": train.get("tokens"),
         "device": manifest.get("device"),
     }
-
-
-_ACTIVE: ContextVar[RunRecorder | None] = ContextVar("em_persona_run_recorder", default=None)
-
-
-@contextmanager
-def recording(recorder: RunRecorder) -> Iterator[RunRecorder]:
-    """Make `recorder` the active one (`active()`) for the steps of the run inside the block."""
-    token = _ACTIVE.set(recorder)
-    try:
-        yield recorder
-    finally:
-        _ACTIVE.reset(token)
-
-
-def active() -> RunRecorder | None:
-    """The recorder of the run in progress, if one is recording (steps called on their own: None)."""
-    return _ACTIVE.get()
 
 
 # --- task x model entries from the Inspect logs ----------------------------------------------------
@@ -312,13 +313,5 @@ def append_record(log_dir: Path, record: dict[str, Any]) -> Path:
     _carry_forward(record, runs)
     doc = {"format": FORMAT_VERSION, "runs": [*runs, record]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".run-stats.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, doc, indent=1, default=str)
     return path

@@ -305,3 +305,16 @@ tasks: [self_assessment]
         f"{path}:{line_of(text, 'name: b')}: adapter b saves stage folder 'tiny-insecure-code' with other "
         f"settings than adapter a; rename one (overrides: {{name: ...}} or stages.0.name)"
     ]
+
+
+def test_an_adapter_config_that_is_not_yaml_names_its_own_line(tmp_path: Path) -> None:
+    """Before: the config's YAML error was pasted whole, without `config:line`."""
+    bad = tmp_path / "bad-config.yaml"
+    bad.write_text("base_model: x\nlora: r: 8\n")
+    text = HEAD + f"adapters:\n  - {{name: a, config: {bad}}}\ntasks: [self_assessment]\n"
+    path, lines = _load_error(tmp_path, text)
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"{path}:{line_of(text, 'bad-config.yaml')}: adapters[0] (a): {bad}:2: invalid YAML: "
+    )
+    assert lines[0].endswith("invalid YAML: mapping values are not allowed here")

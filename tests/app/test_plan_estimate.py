@@ -20,7 +20,7 @@ from click.testing import CliRunner
 import em_persona.app.pipeline as pipeline
 import em_persona.app.plan as planning
 from em_persona.app import run_stats
-from em_persona.app.estimates import NO_ESTIMATE, Calibration, duration
+from em_persona.app.estimates import NO_ESTIMATE, Calibration, duration, manifest_rate
 from em_persona.app.experiment import Experiment, load_experiment
 from em_persona.cli import main
 
@@ -329,3 +329,23 @@ def test_calibration_needs_dry_run_and_a_failing_server_is_one_line(
     assert "Error: calibration request to http://127.0.0.1:" in result.output
     assert 'failed: HTTP 500: {"error": "model not loaded"}' in result.output
     assert "Traceback" not in result.output
+
+
+def test_manifests_without_batch_settings_are_not_counted(tmp_path: Path) -> None:
+    """Their examples are not known: the rate comes from the manifests that record them."""
+    settings = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}
+    manifests = {
+        "full": {"config": {"base_model": BASE_PATH, "train": settings}, "train": {"global_steps": 6}},
+        "bare": {"config": {"base_model": BASE_PATH, "train": {}}, "train": {"global_steps": 6}},
+        "other": {"config": {"base_model": "other", "train": settings}, "train": {"global_steps": 6}},
+    }
+    for name, m in manifests.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(
+            json.dumps({**m, "device": "cpu", "train": {**m["train"], "runtime_s": 24.0}})
+        )
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "manifest.json").write_text('["not a manifest"]')
+    rate, source = manifest_rate(tmp_path, BASE_PATH, "cpu")
+    assert rate == pytest.approx(24.0 / 12) and source.startswith("training time in 1 adapter manifest(s)")
+    assert manifest_rate(tmp_path, BASE_PATH, "cuda") == (None, "")

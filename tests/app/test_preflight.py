@@ -115,7 +115,9 @@ def test_run_stops_before_fine_tuning_when_a_key_is_missing(
     """Before: the missing key surfaced only once adapters were trained and the server was up."""
     started: list[str] = []
     monkeypatch.setattr(pipeline, "resolve_base", lambda exp: started.append("base"))
-    monkeypatch.setattr(pipeline, "finetune_adapters", lambda exp: started.append("finetune") or {})
+    monkeypatch.setattr(
+        pipeline, "finetune_adapters", lambda exp, recorder=None: started.append("finetune") or {}
+    )
     path = _exp(
         tmp_path,
         grader="openai/gpt-4o-mini",

@@ -12,9 +12,12 @@ import yaml
 from click.testing import CliRunner
 
 import em_persona.app.plan as planning
+from em_persona.app.estimates import Rates, estimate
 from em_persona.app.experiment import ExperimentError, load_experiment
+from em_persona.app.preflight import NO_KEY
 from em_persona.app.prices import (
     DEFAULT_PRICES,
+    LOCAL_PROVIDERS,
     PRICES_ENV,
     PriceError,
     Usage,
@@ -210,3 +213,25 @@ def test_foil_generations_are_charged_to_the_foil_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", str(own_foil), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "grader: openai/judge-x; foil: openai/foil-x (4 of the generations)" in result.output
+
+
+def test_every_locally_served_provider_is_free_and_timed_as_served(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: vllm-completions and nnterp were local to the preflight (no key) but not to prices, so
+    the plan printed 'price unknown' for them and the estimate counted them as API models."""
+    assert NO_KEY == LOCAL_PROVIDERS | {"bedrock", "sagemaker"}  # AWS models are keyless, not free
+    (tmp_path / "my-prices.yaml").write_text(OWN_PRICES)
+    models = ("vllm-completions/x", "nnterp/x", "openai/unknown-x")
+    tasks = [{"task": "harmfulness", "args": HARM, "limit": 4, "models": list(models)}]
+    exp = load_experiment(_experiment(tmp_path, tasks=tasks, prices=str(tmp_path / "my-prices.yaml")))
+    [row] = planning.plan(exp)
+    cost = planning.plan_cost(exp, [row], [models])
+    assert [c.model for c in cost.models] == ["openai/judge-x", "openai/unknown-x"]
+    planning.print_cost(cost)
+    out = capsys.readouterr().out
+    assert "vllm-completions" not in out and "nnterp" not in out
+    assert "price unknown for openai/unknown-x (evaluated)" in out
+    calibrated = Rates("calibration", overall=1.0, api_timed=False)
+    [seconds] = estimate(exp, [row], [models], calibrated).rows
+    assert seconds == pytest.approx(2 * row.generations / 3)  # the answers of the two local models only

@@ -7,6 +7,7 @@ The pipeline runs for real on mockllm models; fine-tuning and serving are replac
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -224,9 +225,8 @@ def test_fine_tuning_is_recorded_per_adapter(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setattr(train, "finetune", fake_finetune)
     monkeypatch.setattr(run_stats, "current_platform", lambda: dict(PLATFORM))
     recorder = run_stats.RunRecorder.for_experiment(exp, 4)
-    with run_stats.recording(recorder):
-        pipeline.finetune_adapters(exp)
-    assert pipeline.finetune_adapters(exp)  # outside a recorded run it records nothing, and works
+    pipeline.finetune_adapters(exp, recorder)
+    assert pipeline.finetune_adapters(exp)  # without a recorder it records nothing, and works
     [stage] = recorder.stages
     assert (stage["stage"], stage["name"], stage["state"]) == ("fine-tune", "stats-a", "trained")
     assert stage["adapter_stages"] == [
@@ -240,6 +240,37 @@ def test_fine_tuning_is_recorded_per_adapter(monkeypatch: pytest.MonkeyPatch, tm
             "device": "cpu",
         }
     ]
+
+
+def test_examples_of_an_adapter_manifest() -> None:
+    settings = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}
+    manifest = {"config": {"train": settings}, "train": {"global_steps": 5, "processes": 3}}
+    assert run_stats.manifest_examples(manifest) == 5 * 2 * 4 * 3
+    bare = {"train": {"global_steps": 5}}  # no batch settings recorded
+    assert run_stats.manifest_examples(bare) is None
+    assert run_stats.manifest_examples(bare, missing_batch=1) == 5
+    assert run_stats.manifest_examples({"config": {"train": settings}}, missing_batch=1) is None  # no steps
+
+
+def test_machine_facts_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan and the run's recorder both ask; nvidia-smi (up to 20 s) runs once."""
+    calls: list[list[str]] = []
+
+    def fake_smi(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "NVIDIA H200\nNVIDIA H200\n", "")
+
+    monkeypatch.setattr(run_stats.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(run_stats.subprocess, "run", fake_smi)
+    run_stats._gpu_names.cache_clear()
+    try:
+        first = run_stats.current_platform()
+        first["gpus"].append("not the machine's")
+        second = run_stats.current_platform()
+    finally:
+        run_stats._gpu_names.cache_clear()
+    assert len(calls) == 1 and calls[0][0] == "/usr/bin/nvidia-smi"
+    assert second["name"] == "GPU: NVIDIA H200 x2" and second["gpus"] == ["NVIDIA H200", "NVIDIA H200"]
 
 
 def test_an_unreadable_stats_file_is_kept_aside(tmp_path: Path) -> None:
