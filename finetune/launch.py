@@ -28,8 +28,9 @@ from typing import Any
 import yaml
 
 from em_persona.core.errors import EmPersonaError
-from em_persona.core.yaml_lines import yaml_error_where
+from em_persona.core.yaml_lines import yaml_error_where, yaml_problem
 from em_persona.finetune.config import FinetuneConfig, load_config
+from em_persona.finetune.ranks import process_ranks, sharding_requested
 
 ENTRY_MODULE = "em_persona.finetune.launch"
 ACCELERATE_CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "accelerate"
@@ -50,7 +51,6 @@ class AccelerateConfig:
     distributed_type: str
     num_processes: int  # all machines together, as accelerate counts them
     num_machines: int
-    raw: dict[str, Any]
 
     @property
     def processes_per_machine(self) -> int:
@@ -94,9 +94,7 @@ def check_accelerate_config(spec: str | Path, num_processes: int | None = None) 
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise LaunchError(
-            f"{yaml_error_where(path, exc)}: invalid YAML: {' '.join(str(exc).split())}"
-        ) from None
+        raise LaunchError(f"{yaml_error_where(path, exc)}: invalid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise LaunchError(f"{path}: an accelerate config is a YAML mapping")
     if importlib.util.find_spec("accelerate") is None:
@@ -138,7 +136,7 @@ def check_accelerate_config(spec: str | Path, num_processes: int | None = None) 
             f"{path}: {count} processes do not split evenly over num_machines={machines} "
             "(num_processes counts the processes of all machines together)"
         )
-    return AccelerateConfig(path, kind, count, machines, raw)
+    return AccelerateConfig(path, kind, count, machines)
 
 
 # --------------------------------------------------------------------------- the fine-tuning config under the launcher
@@ -253,11 +251,7 @@ def join_processes(env: dict[str, str] | None = None) -> Any:
             f"{launched} processes were launched (WORLD_SIZE) but accelerate joined {state.num_processes} "
             f"({state.distributed_type}); launch with `em-persona finetune CONFIG --launcher accelerate`"
         )
-    sharded = [
-        name
-        for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
-        if str_to_bool(env.get(flag, "false"))
-    ]
+    sharded = sharding_requested(env)
     if sharded and state.distributed_type == DistributedType.MULTI_CPU:
         raise LaunchError(
             f"{sharded[0]} needs CUDA GPUs (accelerate shards a model over GPUs only); these processes "
@@ -284,8 +278,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one launched process: load the config and fine-tune; the main process reports the adapters."""
     args = _parser().parse_args(argv)
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = True  # until the ranks are read, a failure is reported by every process
     try:
+        main_process = process_ranks().main
         state = join_processes()
         config = launch_backend(load_config(args.config, list(args.overrides)), args.config)
         config = config.with_max_rows(args.max_rows)

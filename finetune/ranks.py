@@ -57,12 +57,30 @@ def process_ranks(env: Mapping[str, str] | None = None) -> Processes:
     return Processes(rank, world)
 
 
+SHARDING_FLAGS = (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+
+
+def sharding_requested(env: Mapping[str, str] | None = None) -> list[str]:
+    """The sharding `accelerate launch` asked for (`FSDP`, `DeepSpeed`): its ACCELERATE_USE_FSDP /
+    _DEEPSPEED flags in `env` (default os.environ), read as accelerate reads them (str_to_bool)."""
+    from accelerate.utils import str_to_bool
+
+    env = os.environ if env is None else env
+    names = []
+    for name, flag in SHARDING_FLAGS:
+        text = env.get(flag, "false")
+        try:
+            if str_to_bool(text):
+                names.append(name)
+        except ValueError:
+            raise ProcessError(f"environment variable {flag}={text!r} is not true or false") from None
+    return names
+
+
 def accelerate_places_model(procs: Processes, env: Mapping[str, str] | None = None) -> bool:
     """Whether accelerate puts the model on devices (so loading must not): several processes, or
-    one launched with FSDP or DeepSpeed (`accelerate launch` sets ACCELERATE_USE_FSDP / _DEEPSPEED)."""
-    env = os.environ if env is None else env
-    flags = ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
-    return procs.distributed or any(env.get(flag, "").lower() in ("1", "true") for flag in flags)
+    one launched with FSDP or DeepSpeed (`sharding_requested`)."""
+    return procs.distributed or bool(sharding_requested(env))
 
 
 def require_process_group(procs: Processes) -> None:
@@ -124,5 +142,7 @@ def main_first(procs: Processes, work: Callable[..., T], *args: Any) -> T:
     fill a shared cache (data files, a proxy model) and whose result every rank needs."""
     if not procs.distributed:
         return work(*args)
-    first = on_main(procs, work, *args)
-    return first if procs.main else work(*args)
+    box: list[T] = []
+    # Only rank 0's success or error is broadcast: its result stays with it (the others make their own).
+    on_main(procs, lambda: box.append(work(*args)))
+    return box[0] if procs.main else work(*args)

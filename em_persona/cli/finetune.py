@@ -16,7 +16,6 @@ from em_persona.finetune.launch import (
     accelerate_command,
     check_accelerate_config,
     check_launch_host,
-    launch_backend,
 )
 
 
@@ -105,9 +104,7 @@ def finetune(
         if given:
             raise click.UsageError(f"{', '.join(given)} only with --launcher accelerate")
     config = load_config(config_path, list(overrides)).with_max_rows(max_rows)
-    settings = None
     if launcher == "accelerate":
-        launch_backend(config, config_path)
         settings = check_accelerate_config(accelerate_config or "fsdp", num_processes)
         command = accelerate_command(
             config_path, config, settings, overrides=overrides, out=out, max_rows=max_rows, force=force
@@ -119,10 +116,10 @@ def finetune(
         for stage in config.stages:
             data = load_training_data(stage.data)
             click.echo(f"{stage.name}: {len(data.rows)} of {data.total_rows} rows OK ({data.source})")
-        if settings is not None:
+        if launcher == "accelerate":
             click.echo(f"would run: {shlex.join(command)}")
         return
-    if settings is not None:
+    if launcher == "accelerate":
         check_launch_host(settings)
         click.echo(f"$ {shlex.join(command)}", err=True)
         status = subprocess.run(command, check=False).returncode

@@ -121,6 +121,15 @@ def test_bad_configs_are_refused_naming_the_file(
     assert str(path) in str(info.value) and expected in str(info.value)
 
 
+def test_invalid_yaml_is_refused_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "accelerate.yaml"
+    path.write_text("distributed_type: FSDP\nnum_processes: [2,\n")
+    with pytest.raises(LaunchError) as info:
+        check_accelerate_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:3: invalid YAML: ") and "unicode string" not in message
+
+
 def test_missing_deepspeed_json_is_named(tmp_path: Path) -> None:
     path = _config(
         tmp_path,
@@ -257,7 +266,7 @@ def test_several_processes_on_enough_gpus_may_launch() -> None:
 
 def test_deepspeed_must_be_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launch_mod.importlib.util, "find_spec", lambda name: None)
-    zero3 = AccelerateConfig(ACCELERATE_CONFIG_DIR / "zero3.yaml", "DEEPSPEED", 1, 1, {})
+    zero3 = AccelerateConfig(ACCELERATE_CONFIG_DIR / "zero3.yaml", "DEEPSPEED", 1, 1)
     with pytest.raises(LaunchError, match="pip install deepspeed"):
         check_launch_host(zero3, cuda_devices=1)
 

@@ -24,6 +24,7 @@ from em_persona.finetune.ranks import (
     main_first,
     on_main,
     process_ranks,
+    sharding_requested,
 )
 from em_persona.finetune.train import (
     ADAPTER_WEIGHTS,
@@ -96,6 +97,41 @@ def test_accelerate_places_the_model_for_several_processes_or_sharding() -> None
     assert accelerate_places_model(Processes(), {"ACCELERATE_USE_FSDP": "true"})
     assert accelerate_places_model(Processes(), {"ACCELERATE_USE_DEEPSPEED": "True"})
     assert not accelerate_places_model(Processes(), {"ACCELERATE_USE_FSDP": "false"})
+
+
+@pytest.mark.parametrize("flag", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_sharding_flags_are_read_as_accelerate_reads_them(flag: str) -> None:
+    name = "FSDP" if flag == "ACCELERATE_USE_FSDP" else "DeepSpeed"
+    for text in ("1", "true", "True", "yes", "on"):
+        assert sharding_requested({flag: text}) == [name], text
+    for text in ("0", "false", "no", "off"):
+        assert sharding_requested({flag: text}) == [], text
+    assert sharding_requested({"ACCELERATE_USE_FSDP": "1", "ACCELERATE_USE_DEEPSPEED": "1"}) == [
+        "FSDP",
+        "DeepSpeed",
+    ]
+    with pytest.raises(ProcessError, match=f"{flag}='maybe' is not true or false"):
+        accelerate_places_model(Processes(), {flag: "maybe"})
+
+
+def test_main_first_broadcasts_only_rank_zero_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    import em_persona.finetune.ranks as ranks_mod
+
+    sent: list[Any] = []
+
+    def _share(procs: Processes, value: Any) -> Any:
+        sent.append(value)
+        return value
+
+    monkeypatch.setattr(ranks_mod, "share", _share)
+    rows = [{"messages": ["a long training row"]}] * 3
+    work = _Recorder(rows)
+    assert main_first(Processes(0, 2), work, "config") is rows
+    assert work.calls == [("config",)] and sent == [("ok", None)]  # the rows stay on rank 0
+    sent.clear()
+    with pytest.raises(KeyError):  # rank 0's error is raised there as it is, and its message is sent
+        main_first(Processes(0, 2), {}.__getitem__, "x")
+    assert sent == [("error", "KeyError: 'x'")]
 
 
 def test_one_process_runs_rank_zero_work_in_place() -> None:
