@@ -179,8 +179,10 @@ def read_logs(
             log_rows.append(_unreadable_entry(rel, listed_task, exc))
             continue
         headers.append((file, rel, header))
-    # newest first: an older log of the same measurement is superseded by the newer one
-    headers.sort(key=lambda t: (str(t[2].eval.created), t[1]), reverse=True)
+    # newest first: an older log of the same measurement is superseded by the newer one. `created`
+    # has whole seconds; two runs started in the same second are told apart by when each file was
+    # last written (the later run finishes later).
+    headers.sort(key=lambda t: (str(t[2].eval.created), t[0].stat().st_mtime_ns, t[1]), reverse=True)
     accepted: dict[tuple, list[tuple[str, dict[str, str]]]] = {}
     rows: dict[str, list[dict]] = {}
     for file, rel, header in tqdm(headers, desc="reading logs", disable=not progress):

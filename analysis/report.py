@@ -94,6 +94,7 @@ class Report:
     tables: Tables
     logs: pd.DataFrame
     banner: str | None
+    run_stats: RunStatsTables
     marks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=provenance_marks.MARK_COLUMNS))
     examples: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EXAMPLE_COLUMNS))
     mfq: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MFQ_COLUMNS))
@@ -102,7 +103,6 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
     missing_figures: dict[str, str] = field(default_factory=dict)
     probe_figures: dict[str, Path] = field(default_factory=dict)
-    run_stats: RunStatsTables | None = None
 
 
 @dataclass
@@ -476,9 +476,9 @@ def _md_cell(value: object) -> str:
     return " ".join(str(value).split("\n")).replace("<", "&lt;").replace("|", "\\|")
 
 
-def _md_text(value: str | None) -> str | None:
+def _md_text(value: str) -> str:
     """Free text in the Markdown report: HTML shown as text."""
-    return None if value is None else value.replace("<", "&lt;")
+    return value.replace("<", "&lt;")
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -496,6 +496,11 @@ def _html_table(df: pd.DataFrame) -> markupsafe.Markup:
     if df.empty:
         return markupsafe.Markup("<p><em>(empty)</em></p>")
     return markupsafe.Markup(_display(df).to_html(index=False, border=0, classes="table", escape=True))
+
+
+# CSV tables the report pages do not show as tables: the long sensitivity grid, the association
+# test (in words: association_text) and the probe transfer rows (shown as the transfer matrix).
+NOT_RENDERED = ("sensitivity_grid", "association_test", "probe_transfer")
 
 
 def csv_tables(report: Report) -> dict[str, pd.DataFrame]:
@@ -520,11 +525,8 @@ def csv_tables(report: Report) -> dict[str, pd.DataFrame]:
         "example_answers": report.examples,
         "provenance": report.marks,
         "logs": report.logs,
-        **(
-            {"run_stages": report.run_stats.stages, "run_tasks": report.run_stats.tasks}
-            if report.run_stats is not None
-            else {}
-        ),
+        "run_stages": report.run_stats.stages,
+        "run_tasks": report.run_stats.tasks,
         **(
             {
                 "probe_cv": report.probes.cv,
@@ -615,10 +617,8 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
             "n_skipped": len(report.probes.skipped),
         }
     examples = report.examples.assign(harm_score=report.examples["harm_score"].map(_fmt))
-    run_note = report.run_stats.note if report.run_stats is not None else None
-    run_rows = report.run_stats is not None and not (
-        report.run_stats.stages.empty and report.run_stats.tasks.empty
-    )
+    run_note = report.run_stats.note
+    run_rows = not (report.run_stats.stages.empty and report.run_stats.tasks.empty)
     context = {
         "banner": report.banner,
         "data_loss": log_reader.data_loss(report.logs),
@@ -653,34 +653,7 @@ def write(report: Report, out: Path, options: ReportOptions = ReportOptions()) -
             name for name in specs() if name not in report.coverage or int(report.coverage[name].sum()) == 0
         ],
     }
-    sections = {
-        "taxonomy": report.taxonomy,
-        "sensitivity": report.sensitivity,
-        "headline": report.headline,
-        "correlations": report.correlations,
-        "association_table": report.association_table.reset_index(),
-        "judge_agreement": report.judge_agreement,
-        "per_model": report.per_model.reset_index(),
-        "coverage": report.coverage,
-        "recognition": report.tables["recognition"],
-        "score_prediction": report.tables["score_prediction"],
-        "cross_rating": report.tables["cross_rating"],
-        "self_assessment_cells": report.tables["self_assessment_cells"],
-        "logs": report.logs,
-        "em_questions": report.tables["em_questions"],
-        "provenance": report.marks,
-        "mfq": report.mfq,
-        "example_answers": report.examples,
-    }
-    if report.run_stats is not None:
-        sections.update(run_stages=report.run_stats.stages, run_tasks=report.run_stats.tasks)
-    if report.probes is not None:
-        sections.update(
-            probe_cv=report.probes.cv,
-            probe_cosine=report.probes.cosine,
-            probe_transfer_matrix=report.probes.transfer_matrix,
-            probe_skipped=report.probes.skipped,
-        )
+    sections = {k: v for k, v in tables.items() if k not in NOT_RENDERED}
     env = template_environment()
     html = env.get_template("report.html.jinja").render(
         **context, tables={k: _html_table(v) for k, v in sections.items()}

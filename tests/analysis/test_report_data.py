@@ -209,7 +209,10 @@ def test_self_assessment_sets_never_supersede(tmp_path: Path) -> None:
         )
     )
     _, logs = read_logs(logdir)
-    sa = logs[logs["task"] == "self_assessment"].sort_values("created").reset_index(drop=True)
+    sa = logs[logs["task"] == "self_assessment"].copy()
+    # in run order: `created` has whole seconds and these runs may start in one; then by file time
+    sa["written"] = [(logdir / log).stat().st_mtime_ns for log in sa["log"]]
+    sa = sa.sort_values(["created", "written"]).reset_index(drop=True)
     assert list(sa["dataset"]) == ["project", "paper", "project"]
     assert list(sa["used"]) == [False, True, True]
     assert sa.loc[0, "note"].startswith(f"superseded by {sa.loc[2, 'log']} ")
