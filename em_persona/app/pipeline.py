@@ -98,7 +98,7 @@ class PreflightFailed(click.ClickException):
 
 def preflight(exp: Experiment) -> tuple[list[str], dict[int, Any]]:
     """Every problem the run would meet before it trains or serves anything, and the built tasks."""
-    from em_persona.app.preflight import adapter_problems, data_problems, model_problems
+    from em_persona.app.preflight import adapter_problems, data_problems, model_problems, server_problems
     from em_persona.core.registry import load_source
 
     def fetch(name: str) -> Path:
@@ -106,7 +106,7 @@ def preflight(exp: Experiment) -> tuple[list[str], dict[int, Any]]:
         echo(f"[data] {name}: {path}")
         return path
 
-    problems = model_problems(exp) + adapter_problems(exp) + data_problems(exp, fetch)
+    problems = model_problems(exp) + server_problems(exp) + adapter_problems(exp) + data_problems(exp, fetch)
     built, task_problems = build_independent(exp)
     return problems + task_problems, built
 

@@ -129,6 +129,29 @@ def model_problems(exp: Experiment, env: dict[str, str] | None = None) -> list[s
     return problems
 
 
+def server_problems(exp: Experiment) -> list[str]:
+    """Parallel settings under `serve:` this machine cannot serve (a GPU size on CPU, Ray asked for but
+    not installed): found before any adapter is trained, at the line of the setting."""
+    from em_persona.serving.errors import ServeError
+    from em_persona.serving.launcher import check_parallel_settings
+
+    keys = (
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "data_parallel_size",
+        "distributed_executor_backend",
+        "extra_args",
+    )
+    given = {k: exp.serve[k] for k in keys if exp.serve.get(k) is not None}
+    try:
+        check_parallel_settings(**given)
+    except ServeError as exc:
+        key = "distributed_executor_backend" if "distributed_executor_backend" in given else None
+        where = exp.where("serve", key) if key else exp.where("serve")
+        return [f"{where}: {line}" for line in str(exc).splitlines()]
+    return []
+
+
 def adapter_problems(exp: Experiment) -> list[str]:
     """Adapters already on disk (any stage folder) must record the experiment's base model."""
     from em_persona.serving.base_models import BaseModelError, base_identity, check_adapter_base

@@ -413,3 +413,27 @@ def test_cli_refuses_ray_backend_without_ray_before_starting(
     assert res.exit_code != 0 and "pip install ray" in res.output
     assert "starting vLLM" not in res.output  # refused before it says it starts
     assert not recorded and read_state() is None
+
+
+def test_preflight_refuses_ray_without_ray_at_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run stops before fine-tuning anything, not when the server would start."""
+    from em_persona.app.preflight import server_problems
+
+    path, text = _experiment(tmp_path, "  distributed_executor_backend: ray")
+    exp = load_experiment(path)
+    monkeypatch.setattr(serve_mod, "ray_installed", lambda: False)
+    (problem,) = server_problems(exp)
+    assert problem.startswith(f"{path}:{line_of(text, 'distributed_executor_backend')}: ")
+    assert "needs Ray: pip install ray" in problem
+    monkeypatch.setattr(serve_mod, "ray_installed", lambda: True)
+    assert server_problems(exp) == []
+    from em_persona.cli import main
+
+    monkeypatch.setattr(serve_mod, "ray_installed", lambda: False)
+    monkeypatch.setenv("EM_PERSONA_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
+    assert (
+        result.exit_code != 0 and "needs Ray" in result.output and "nothing was fine-tuned" in result.output
+    )
