@@ -339,6 +339,10 @@ class Experiment:
         """The model of the foil role, when the file names one (else each task's grader)."""
         return self.eval.get("foil")
 
+    def foil_for(self, spec: TaskRun) -> str | None:
+        """The model of `spec`'s foil role: the file's `eval.foil`, else the task's grader."""
+        return self.foil or spec.grader
+
     def where(self, *path: str | int) -> str:
         """`file:line` of a key path of the file."""
         return f"{self.source}:{line_of(self.lines, path)}"

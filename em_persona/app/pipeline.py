@@ -178,10 +178,8 @@ def _model(exp: Experiment, name: str, base_url: str) -> Any:
 
 def _roles(exp: Experiment, spec: TaskRun, base_url: str) -> dict[str, Any]:
     """The task's judge (`grader`) and the model of the foil role (default: the judge)."""
-    if spec.grader is None:
-        return {"foil": _model(exp, exp.foil, base_url)} if exp.foil else {}
-    roles = {"grader": spec.grader, "foil": exp.foil or spec.grader}
-    return {role: _model(exp, name, base_url) for role, name in roles.items()}
+    roles = {"grader": spec.grader, "foil": exp.foil_for(spec)}
+    return {role: _model(exp, name, base_url) for role, name in roles.items() if name}
 
 
 def _unit(
