@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -299,5 +300,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def exit_process(code: int) -> NoReturn:
+    """End a launched process with `code` once its output is flushed, skipping interpreter shutdown.
+
+    torch's gloo worker threads outlive destroy_process_group (the DDP-wrapped model still holds the
+    group) and free their last collective's tensors when they get to it; freeing a tensor takes the
+    GIL, and a thread that takes it while the interpreter shuts down aborts the process ("terminate
+    called without an active exception", SIGABRT), so a finished, published run failed now and then.
+    Everything this process had to do is done and written by the time it gets here.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

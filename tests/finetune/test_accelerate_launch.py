@@ -352,3 +352,36 @@ def test_entry_module_trains_the_config_as_launched(
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert main([str(TINY), "-o", "backend=unsloth"]) == 1 and not calls
     assert "backend unsloth" in capsys.readouterr().err
+
+
+def _run_python(code: str, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_a_launched_process_ends_with_its_output_flushed_and_no_interpreter_shutdown() -> None:
+    # A gloo worker thread that frees a tensor while the interpreter shuts down aborts the process;
+    # exit_process skips the shutdown (no atexit handler runs) and loses no buffered output.
+    run = _run_python(
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('interpreter shut down'))\n"
+        "from em_persona.finetune.launch import exit_process\n"
+        "print('a result line', end='')\n"
+        "sys.stderr.write('a message')\n"
+        "exit_process(3)\n"
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (3, "a result line", "a message")
+
+
+def test_the_entry_module_ends_through_exit_process(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    run = _run_python(
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('interpreter shut down'))\n"
+        f"sys.argv = ['launch', {str(missing)!r}]\n"
+        f"runpy.run_module({ENTRY_MODULE!r}, run_name='__main__')\n"
+    )
+    assert run.returncode == 1 and "interpreter shut down" not in run.stdout
+    assert run.stderr.startswith("error: ") and str(missing) in run.stderr
