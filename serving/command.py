@@ -197,6 +197,34 @@ def parallel_problem(
     return None
 
 
+@dataclass(frozen=True)
+class Parallelism:
+    """How one vLLM server spreads over GPUs: the parallel sizes (keys of PARALLEL_FLAGS) and the
+    executor backend, as start_server and an experiment's `serve:` spell them; None leaves vLLM's default."""
+
+    tensor_parallel_size: int | None = None
+    pipeline_parallel_size: int | None = None
+    data_parallel_size: int | None = None
+    distributed_executor_backend: str | None = None
+
+    def sizes(self) -> dict[str, int | None]:
+        """Each parallel size by its option name (PARALLEL_FLAGS order)."""
+        return {option: getattr(self, option) for option in PARALLEL_FLAGS}
+
+    def flags(self) -> list[str]:
+        """vLLM's own flags for the settings given."""
+        flags: list[str] = []
+        for option, size in self.sizes().items():
+            if size is not None:
+                flags += [PARALLEL_FLAGS[option][0], str(size)]
+        if self.distributed_executor_backend:
+            flags += [EXECUTOR_BACKEND_FLAG, self.distributed_executor_backend]
+        return flags
+
+
+DEFAULT_PARALLELISM = Parallelism()  # every size and the backend left to vLLM
+
+
 def executor_backend_problem(backend: str | None, extra_args: Sequence[str] = ()) -> str | None:
     """Why `--distributed-executor-backend backend` cannot be used, or None."""
     if backend is None:
@@ -284,10 +312,7 @@ def build_command(
     port: int | str,
     max_model_len: int | None,
     dtype: str | None,
-    tensor_parallel_size: int | None = None,
-    pipeline_parallel_size: int | None = None,
-    data_parallel_size: int | None = None,
-    distributed_executor_backend: str | None = None,
+    parallel: Parallelism = DEFAULT_PARALLELISM,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The vLLM server command line. It never holds the API key (any local user can read a command
@@ -305,16 +330,7 @@ def build_command(
         cmd += ["--max-model-len", str(max_model_len)]
     if dtype:
         cmd += ["--dtype", dtype]
-    sizes = {
-        "tensor_parallel_size": tensor_parallel_size,
-        "pipeline_parallel_size": pipeline_parallel_size,
-        "data_parallel_size": data_parallel_size,
-    }
-    for option, size in sizes.items():
-        if size is not None:
-            cmd += [PARALLEL_FLAGS[option][0], str(size)]
-    if distributed_executor_backend:
-        cmd += [EXECUTOR_BACKEND_FLAG, distributed_executor_backend]
+    cmd += parallel.flags()
     if adapters:
         cmd += ["--enable-lora", "--max-lora-rank", str(max(a.rank for a in adapters))]
         cmd += ["--max-loras", str(len(adapters)), "--lora-modules"]

@@ -33,6 +33,7 @@ from em_persona.core.proxies import ProxyError, proxy_name
 from em_persona.serving.command import (
     Adapter,
     DtypeChoice,
+    Parallelism,
     build_command,
     check_adapters,
     choose_dtype,
@@ -129,10 +130,7 @@ def _plan(
     port: int | str,
     max_model_len: int | None,
     dtype: str | None,
-    tensor_parallel_size: int | None,
-    pipeline_parallel_size: int | None,
-    data_parallel_size: int | None,
-    distributed_executor_backend: str | None,
+    parallel: Parallelism,
     extra_args: Sequence[str],
 ) -> ServerPreview:
     """The command line and dtype: what start_server runs and preview_command shows (both have run
@@ -148,36 +146,24 @@ def _plan(
         port=port,
         max_model_len=max_model_len,
         dtype=choice.dtype,
-        tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size,
-        data_parallel_size=data_parallel_size,
-        distributed_executor_backend=distributed_executor_backend,
+        parallel=parallel,
         extra_args=extra_args,
     )
     return ServerPreview(cmd, choice)
 
 
 def check_parallel_settings(
-    *,
-    cpu: bool | None = None,
-    tensor_parallel_size: int | None = None,
-    pipeline_parallel_size: int | None = None,
-    data_parallel_size: int | None = None,
-    distributed_executor_backend: str | None = None,
-    extra_args: Sequence[str] = (),
+    parallel: Parallelism, *, cpu: bool | None = None, extra_args: Sequence[str] = ()
 ) -> None:
     """Raise ServeError listing every parallel setting this machine cannot serve, Ray asked for but
     not installed included (cpu: None asks torch); start_server and preview_command run it first,
     the CLI runs it before saying it starts."""
     cpu = on_cpu() if cpu is None else cpu
-    sizes = {
-        "tensor_parallel_size": tensor_parallel_size,
-        "pipeline_parallel_size": pipeline_parallel_size,
-        "data_parallel_size": data_parallel_size,
-    }
-    problems = [parallel_problem(o, n, cpu=cpu, extra_args=extra_args) for o, n in sizes.items()]
-    problems.append(executor_backend_problem(distributed_executor_backend, extra_args))
-    if distributed_executor_backend == "ray" and not ray_installed():
+    sizes = parallel.sizes().items()
+    problems = [parallel_problem(o, n, cpu=cpu, extra_args=extra_args) for o, n in sizes]
+    backend = parallel.distributed_executor_backend
+    problems.append(executor_backend_problem(backend, extra_args))
+    if backend == "ray" and not ray_installed():
         problems.append(
             "distributed_executor_backend 'ray' needs Ray: pip install ray, then start the cluster "
             "before serving (`ray start --head` on this node, `ray start --address=HEAD_IP:6379` on each "
@@ -228,14 +214,10 @@ def preview_command(
     does for parallel settings this machine cannot serve.
     """
     cpu = on_cpu()
-    check_parallel_settings(
-        cpu=cpu,
-        tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size,
-        data_parallel_size=data_parallel_size,
-        distributed_executor_backend=distributed_executor_backend,
-        extra_args=extra_args,
+    parallel = Parallelism(
+        tensor_parallel_size, pipeline_parallel_size, data_parallel_size, distributed_executor_backend
     )
+    check_parallel_settings(parallel, cpu=cpu, extra_args=extra_args)
     model, default_name = _planned_base(str(base))
     planned = [
         Adapter(name=name, path=Path(folder).expanduser().resolve(), rank=rank)
@@ -250,10 +232,7 @@ def preview_command(
         port=PORT_CHOSEN_AT_START if port is None else port,
         max_model_len=max_model_len,
         dtype=dtype,
-        tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size,
-        data_parallel_size=data_parallel_size,
-        distributed_executor_backend=distributed_executor_backend,
+        parallel=parallel,
         extra_args=extra_args,
     )
 
@@ -290,14 +269,10 @@ def start_server(
     replaces the vLLM command line (tests use it to simulate a failing server).
     """
     cpu = on_cpu()
-    check_parallel_settings(
-        cpu=cpu,
-        tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size,
-        data_parallel_size=data_parallel_size,
-        distributed_executor_backend=distributed_executor_backend,
-        extra_args=extra_args,
+    parallel = Parallelism(
+        tensor_parallel_size, pipeline_parallel_size, data_parallel_size, distributed_executor_backend
     )
+    check_parallel_settings(parallel, cpu=cpu, extra_args=extra_args)
     model, default_name = resolve_base(str(base))
     served_name = served_name or default_name
     checked = check_adapters(model, str(base), served_name, adapters or {})
@@ -315,10 +290,7 @@ def start_server(
         port=port,
         max_model_len=max_model_len,
         dtype=dtype,
-        tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size,
-        data_parallel_size=data_parallel_size,
-        distributed_executor_backend=distributed_executor_backend,
+        parallel=parallel,
         extra_args=extra_args,
     )
     cmd = list(command) if command is not None else planned.command

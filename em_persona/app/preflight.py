@@ -132,21 +132,17 @@ def model_problems(exp: Experiment, env: dict[str, str] | None = None) -> list[s
 def server_problems(exp: Experiment) -> list[str]:
     """Parallel settings under `serve:` this machine cannot serve (a GPU size on CPU, Ray asked for but
     not installed): found before any adapter is trained, at the line of the setting."""
+    from dataclasses import fields
+
+    from em_persona.serving.command import Parallelism
     from em_persona.serving.errors import ServeError
     from em_persona.serving.launcher import check_parallel_settings
 
-    keys = (
-        "tensor_parallel_size",
-        "pipeline_parallel_size",
-        "data_parallel_size",
-        "distributed_executor_backend",
-        "extra_args",
-    )
-    given = {k: exp.serve[k] for k in keys if exp.serve.get(k) is not None}
+    parallel = Parallelism(**{f.name: exp.serve.get(f.name) for f in fields(Parallelism)})
     try:
-        check_parallel_settings(**given)
+        check_parallel_settings(parallel, extra_args=exp.serve.get("extra_args") or ())
     except ServeError as exc:
-        key = "distributed_executor_backend" if "distributed_executor_backend" in given else None
+        key = "distributed_executor_backend" if parallel.distributed_executor_backend else None
         where = exp.where("serve", key) if key else exp.where("serve")
         return [f"{where}: {line}" for line in str(exc).splitlines()]
     return []

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from em_persona.serving.command import EXECUTOR_BACKENDS, parse_adapter_spec
+from em_persona.serving.command import EXECUTOR_BACKENDS, Parallelism, parse_adapter_spec
 from em_persona.serving.errors import ServeError
 from em_persona.serving.launcher import check_parallel_settings, start_server
 from em_persona.serving.processes import DEFAULT_HOST
@@ -127,13 +127,10 @@ def serve(
             "run `em-persona serve --stop` first"
         )
     specs = dict(parse_adapter_spec(s) for s in adapters)
-    check_parallel_settings(
-        tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size,
-        data_parallel_size=data_parallel_size,
-        distributed_executor_backend=distributed_executor_backend,
-        extra_args=vllm_args,
+    parallel = Parallelism(
+        tensor_parallel_size, pipeline_parallel_size, data_parallel_size, distributed_executor_backend
     )
+    check_parallel_settings(parallel, extra_args=vllm_args)
     click.echo(f"starting vLLM for {base} with {len(specs)} adapter(s); this takes a minute or two on CPU...")
     t0 = time.monotonic()
     handle = start_server(

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import em_persona.serving.command as command_mod
 import em_persona.serving.launcher as serve_mod
 from em_persona.app.experiment import ExperimentError, ServeSettings, load_experiment
-from em_persona.serving.command import build_command, parallel_problem
+from em_persona.serving.command import Parallelism, build_command, parallel_problem
 from em_persona.serving.errors import ServeError
 from em_persona.serving.launcher import PORT_CHOSEN_AT_START, preview_command, start_server
 from em_persona.serving.processes import free_port
@@ -75,10 +75,7 @@ def test_parallel_sizes_become_vllms_flags(monkeypatch: pytest.MonkeyPatch) -> N
         port=8000,
         max_model_len=None,
         dtype=None,
-        tensor_parallel_size=4,
-        pipeline_parallel_size=2,
-        data_parallel_size=3,
-        distributed_executor_backend="ray",
+        parallel=Parallelism(4, 2, 3, "ray"),
     )
     assert cmd[:3] == ["/usr/bin/vllm", "serve", "meta-llama/Llama-3.1-70B-Instruct"]
     i = cmd.index("--tensor-parallel-size")
